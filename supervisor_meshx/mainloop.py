@@ -1,0 +1,152 @@
+"""The bridge between worker threads and supervisord's single-threaded loop.
+
+supervisord runs everything on one thread and blocks in ``poll(1)`` between
+iterations.  Slow work (Consul HTTP calls) runs on a thread pool; results come
+back to the main thread through a queue, and a pipe registered in supervisord's
+socket map wakes the loop at once instead of up to a second later.
+"""
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from supervisor.medusa import asyncore_25 as asyncore
+
+
+class _WakePipe:
+    """A dispatcher in supervisord's socket map; reading it runs queued calls."""
+
+    def __init__(self, on_wake):
+        self._on_wake = on_wake
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return False
+
+    def handle_read_event(self):
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._on_wake()
+
+    def handle_write_event(self):
+        pass
+
+    def handle_error(self):
+        pass
+
+    def wake(self):
+        try:
+            os.write(self.write_fd, b"x")
+        except (BlockingIOError, OSError):
+            pass  # a full pipe already guarantees a wake; a closed one is being replaced
+
+    def close(self):
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class MainLoop:
+    """Runs work off supervisord's loop and brings results back onto it.
+
+    ``submit`` runs a function on a worker thread; ``call_soon`` (any thread)
+    and ``call_later`` (any thread) queue a function for the main thread.
+    The pipe is attached when supervisord starts running and detached when it
+    stops or reloads, because a reload closes every inherited descriptor.
+    """
+
+    def __init__(self, log_error, max_workers=16):
+        self._log_error = log_error
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="meshx")
+        self._calls = queue.SimpleQueue()
+        self._pipe = None
+        self._lock = threading.Lock()
+        self._timers = _Timers(self.call_soon)
+
+    def attach(self):
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = _WakePipe(self.run_pending)
+                asyncore.socket_map[self._pipe.read_fd] = self._pipe
+        self.wake()
+
+    def detach(self):
+        with self._lock:
+            pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            asyncore.socket_map.pop(pipe.read_fd, None)
+            pipe.close()
+
+    def wake(self):
+        pipe = self._pipe
+        if pipe is not None:
+            pipe.wake()
+
+    def submit(self, fn, *args):
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(lambda _f: self.wake())
+        return future
+
+    def call_soon(self, fn):
+        self._calls.put(fn)
+        self.wake()
+
+    def call_later(self, delay, fn):
+        self._timers.add(delay, fn)
+
+    def run_pending(self):
+        """Run the queued calls; main thread only.  Errors are logged, never raised."""
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception as exc:  # an exception here would kill supervisord
+                self._log_error("meshx: internal error in %r: %r" % (fn, exc))
+
+
+class _Timers:
+    """One thread that hands each function to ``due`` once its delay has passed.
+
+    The thread starts on first use, after supervisord has daemonized (threads
+    started before the fork would not exist in the daemon).
+    """
+
+    def __init__(self, due):
+        self._due = due
+        self._heap = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._thread = None
+
+    def add(self, delay, fn):
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), fn))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="meshx-timers", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                _when, _order, fn = heapq.heappop(self._heap)
+            self._due(fn)

@@ -1,0 +1,55 @@
+"""One plugin instance per running supervisord, shared by all its HTTP servers.
+
+supervisord calls the rpcinterface factory once per configured HTTP server
+(unix and inet: twice) and again after every reload, which also clears all
+event subscriptions.  ``plugin_for`` returns the same instance for the same
+supervisord, so nothing is subscribed, counted or started twice.
+"""
+from supervisor import events
+
+from supervisor_meshx.config import Settings
+from supervisor_meshx.mainloop import MainLoop
+from supervisor_meshx.proxy_groups import ProxyGroups
+from supervisor_meshx.proxy_process import ProxyProcess
+
+_current = None
+
+
+def plugin_for(supervisord, config):
+    global _current
+    if _current is None or _current.supervisord is not supervisord:
+        _current = MeshxPlugin(supervisord, Settings(**config))
+    return _current
+
+
+class MeshxPlugin:
+    def __init__(self, supervisord, settings):
+        self.supervisord = supervisord
+        self.settings = settings
+        self.loop = MainLoop(self.log_error)
+        self.proxies = ProxyGroups(supervisord, settings, self.log_error)
+        self._subscribe()
+
+    def log_error(self, message):
+        self.supervisord.options.logger.error(message)
+
+    def _subscribe(self):
+        for event_type, handler in (
+            (events.SupervisorRunningEvent, lambda _e: self.loop.attach()),
+            (events.SupervisorStoppingEvent, lambda _e: self.loop.detach()),
+            (events.ProcessStateEvent, self._on_process_state),
+        ):
+            events.subscribe(event_type, self._guarded(handler))
+
+    def _guarded(self, handler):
+        """An exception in an event callback would stop supervisord's loop."""
+        def callback(event):
+            try:
+                handler(event)
+            except Exception as exc:
+                self.log_error("meshx: error handling %s: %r" % (type(event).__name__, exc))
+        return callback
+
+    def _on_process_state(self, event):
+        if isinstance(event.process, ProxyProcess):
+            self.loop.wake()  # a call may be waiting for this proxy's state

@@ -1,0 +1,126 @@
+"""Multi-step RPC calls that run on supervisord's loop without blocking it.
+
+An operation is written as a generator that runs on the main thread between
+its ``yield``s.  It yields a ``concurrent.futures.Future`` (work on a worker
+thread; the future's result is sent back in) or a ``Wait`` (a main-loop
+condition polled until it holds or times out; True or False is sent back).
+The task runs to its end even if the XML-RPC client goes away, so a call's
+clean-up after a failure always happens.
+"""
+import time
+import traceback
+from concurrent.futures import Future
+
+from supervisor.http import NOT_DONE_YET
+from supervisor.xmlrpc import RPCError
+
+from supervisor_meshx.faults import MeshxFault
+
+# How often supervisord may poll a pending deferred; see MainLoop for the wake.
+DEFERRED_DELAY = 0.05
+
+
+class Wait:
+    """Poll ``predicate`` on the main loop every ``interval`` s, at most ``timeout`` s."""
+
+    def __init__(self, predicate, timeout, interval=0.05):
+        self.predicate = predicate
+        self.deadline = time.monotonic() + timeout
+        self.interval = interval
+
+
+class Task:
+    def __init__(self, loop, steps, log_error):
+        self._loop = loop
+        self._steps = steps
+        self._log_error = log_error
+        self.done = False
+        self._result = None
+        self._error = None
+        self._advance(None, None)
+
+    def outcome(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _advance(self, value, error):
+        try:
+            if error is None:
+                step = self._steps.send(value)
+            else:
+                step = self._steps.throw(error)
+        except StopIteration as stop:
+            self._finish(stop.value, None)
+        except RPCError as exc:
+            self._finish(None, exc)
+        except Exception as exc:
+            self._finish(None, unexpected_fault(exc, self._log_error))
+        else:
+            self._wait_for(step)
+
+    def _wait_for(self, step):
+        if isinstance(step, Future):
+            step.add_done_callback(lambda f: self._loop.call_soon(lambda: self._resume(f)))
+        elif isinstance(step, Wait):
+            self._poll(step)
+        else:
+            self._advance(None, TypeError("a step must yield a Future or a Wait, not %r" % (step,)))
+
+    def _resume(self, future):
+        error = future.exception()
+        if error is None:
+            self._advance(future.result(), None)
+        else:
+            self._advance(None, error)
+
+    def _poll(self, wait):
+        try:
+            held = bool(wait.predicate())
+        except Exception as exc:
+            self._advance(None, exc)
+            return
+        if held or time.monotonic() >= wait.deadline:
+            self._advance(held, None)
+        else:
+            self._loop.call_later(wait.interval, lambda: self._poll(wait))
+
+    def _finish(self, result, error):
+        self.done = True
+        self._result = result
+        self._error = error
+        # supervisord looks at a pending deferred only when its loop wakes and at
+        # most every DEFERRED_DELAY seconds: wake it now and once that has passed.
+        self._loop.wake()
+        self._loop.call_later(DEFERRED_DELAY * 1.2, self._loop.wake)
+
+
+def unexpected_fault(exc, log_error):
+    """A FAILED fault for a bug; the traceback goes to supervisord's log."""
+    log_error("meshx: unexpected error: %s" % traceback.format_exc())
+    return MeshxFault("FAILED", "%s: %s" % (type(exc).__name__, exc))
+
+
+def call(fn, log_error):
+    """Run a main-loop-only RPC body; a bug gives a FAILED fault, not HTTP 500."""
+    try:
+        return fn()
+    except RPCError:
+        raise
+    except Exception as exc:
+        raise unexpected_fault(exc, log_error)
+
+
+def run(loop, steps, log_error):
+    """Start ``steps``; return its result now if it finished, else a deferred."""
+    task = Task(loop, steps, log_error)
+    if task.done:
+        return task.outcome()
+
+    def deferred():
+        if not task.done:
+            return NOT_DONE_YET
+        return task.outcome()
+
+    deferred.delay = DEFERRED_DELAY
+    return deferred

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package (never used by the plugin itself)."""
