@@ -17,18 +17,6 @@ PLUGIN_FAULTS = {
     "CONSUL_ERROR": 1007,
 }
 
-CORE_FAULTS = (
-    "INCORRECT_PARAMETERS",
-    "BAD_ARGUMENTS",
-    "SHUTDOWN_STATE",
-    "BAD_NAME",
-    "SPAWN_ERROR",
-    "ALREADY_STARTED",
-    "NOT_RUNNING",
-    "FAILED",
-)
-
-
 def fault_code(name):
     if name in PLUGIN_FAULTS:
         return PLUGIN_FAULTS[name]

@@ -5,6 +5,8 @@ supervisord calls the rpcinterface factory once per configured HTTP server
 event subscriptions.  ``plugin_for`` returns the same instance for the same
 supervisord, so nothing is subscribed, counted or started twice.
 """
+import time
+
 from supervisor import events
 
 from supervisor_meshx.config import Settings
@@ -51,5 +53,12 @@ class MeshxPlugin:
         return callback
 
     def _on_process_state(self, event):
-        if isinstance(event.process, ProxyProcess):
-            self.loop.wake()  # a call may be waiting for this proxy's state
+        if not isinstance(event.process, ProxyProcess):
+            return
+        # Wake the loop now (a call may wait for this state; a crashed proxy
+        # restarts on the next iteration) and when a delayed restart is due,
+        # instead of up to a second later.
+        self.loop.wake()
+        due = event.process.config.record.restart_due - time.time()
+        if due > 0:
+            self.loop.call_later(due, self.loop.wake)

@@ -3,7 +3,7 @@
 A proxy's program config has ``autorestart=false`` and an unreachable
 ``startretries``, so supervisord itself never restarts it; ``ProxyProcess``
 does, in ``transition()`` (called by supervisord's loop on every iteration),
-after a failure recorded in ``finish()`` (called when supervisord reaps it).
+after a failure recorded as the process enters EXITED or BACKOFF.
 Starts made anywhere else (``meshx.*`` calls, ``supervisorctl start``) call
 ``spawn()`` directly and so are never counted as restarts.
 """
@@ -32,10 +32,15 @@ class ProxyProcessConfig(ProcessConfig):
 
 
 class ProxyProcess(Subprocess):
-    def finish(self, pid, sts):
-        Subprocess.finish(self, pid, sts)
-        if self.state in (ProcessStates.EXITED, ProcessStates.BACKOFF):
-            self.config.record.failed(self.config.policy, time.time(), self.laststop - self.laststart)
+    def change_state(self, new_state, expected=True):
+        if new_state in (ProcessStates.EXITED, ProcessStates.BACKOFF):
+            # recorded before the state event goes out, so listeners see the restart time
+            record, policy = self.config.record, self.config.policy
+            record.failed(policy, time.time(), self.laststop - self.laststart)
+            if not policy.allows(record.restarts):
+                self.config.options.logger.warn("meshx: %s stays down after %d restarts (max_proxy_restarts)"
+                                                % (self.config.name, record.restarts))
+        return Subprocess.change_state(self, new_state, expected)
 
     def transition(self):
         try:
@@ -53,8 +58,6 @@ class ProxyProcess(Subprocess):
         if not policy.allows(record.restarts):
             if self.state == ProcessStates.BACKOFF:
                 self.give_up()  # BACKOFF -> FATAL; an EXITED proxy just stays down
-                self.config.options.logger.warn(
-                    "gave up: %s after %d restarts (max_proxy_restarts)" % (self.config.name, record.restarts))
             return
         if time.time() < record.restart_due:
             self.delay = record.restart_due  # keeps supervisord's own BACKOFF retry away

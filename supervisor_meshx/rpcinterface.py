@@ -8,6 +8,7 @@ Enable it in supervisord.conf::
 from supervisor.states import SupervisorStates
 
 from supervisor_meshx import API_VERSION, tasks
+from supervisor_meshx.config import ConfigError
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.plugin import plugin_for
 
@@ -79,4 +80,9 @@ class MeshxNamespaceRPCInterface:
 
 def make_meshx_rpcinterface(supervisord, **config):
     """supervisord's ``supervisor.rpcinterface_factory`` for the meshx namespace."""
-    return MeshxNamespaceRPCInterface(plugin_for(supervisord, config))
+    try:
+        return MeshxNamespaceRPCInterface(plugin_for(supervisord, config))
+    except ConfigError as exc:
+        # supervisord reports only "Could not make meshx rpc interface"
+        supervisord.options.logger.critical("meshx: %s" % exc)
+        raise
