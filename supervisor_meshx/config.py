@@ -4,9 +4,16 @@ supervisord hands every key other than ``supervisor.rpcinterface_factory`` to
 the factory as a lower-cased string.  Unknown keys and bad values stop
 supervisord at start-up with a message naming the key.
 """
+import ipaddress
+import json
+import re
+import socket
+
 from supervisor.datatypes import dict_of_key_value_pairs
 
+from supervisor_meshx.consul_connection import ConsulConnection
 from supervisor_meshx.executables import DEFAULT_EXECUTABLES
+from supervisor_meshx.ports import parse_port_range
 from supervisor_meshx.restart_policy import RestartPolicy
 
 
@@ -44,6 +51,47 @@ def _word_list(_key, text):
     return tuple(text.replace(",", " ").split())
 
 
+def _text(_key, text):
+    return text.strip()
+
+
+def _node_name(key, text):
+    name = text.strip() or socket.gethostname().split(".")[0]
+    # a host name may hold characters a DNS-safe service id may not
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")
+    if not name:
+        raise ConfigError("%s must contain letters or digits" % key)
+    return name
+
+
+def _port_range(key, text):
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise ConfigError("%s: %s" % (key, exc))
+
+
+def _address(key, text):
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ConfigError("%s must be an IP address, not %r" % (key, text))
+    return text.strip()
+
+
+def _json_file(key, path):
+    if not path.strip():
+        return {}
+    try:
+        with open(path.strip()) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("%s: cannot read %s: %s" % (key, path, exc))
+    if not isinstance(value, dict):
+        raise ConfigError("%s: %s must hold a JSON object" % (key, path))
+    return value
+
+
 class Settings:
     """Parsed settings, with the defaults documented in README."""
 
@@ -55,6 +103,16 @@ class Settings:
         "proxy_stopwaitsecs": (_non_negative_number, "10"),
         "proxy_environment": (_key_value_pairs, ""),
         "proxy_executables": (_word_list, " ".join(DEFAULT_EXECUTABLES)),
+        "consul_http_addr": (_text, ""),
+        "consul_http_token": (_text, ""),
+        "consul_http_token_file": (_text, ""),
+        "consul_cacert": (_text, ""),
+        "consul_client_cert": (_text, ""),
+        "consul_client_key": (_text, ""),
+        "node_name": (_node_name, ""),
+        "service_template": (_json_file, ""),
+        "tcp_address": (_address, "127.0.0.1"),
+        "port_range": (_port_range, "1024-65535"),
     }
 
     def __init__(self, **config):
@@ -63,6 +121,12 @@ class Settings:
             raise ConfigError("unknown key(s) in [rpcinterface:meshx]: %s" % ", ".join(unknown))
         for key, (parse, default) in self.KEYS.items():
             setattr(self, key, parse(key, config.get(key, default)))
+
+    def consul_connection(self):
+        try:
+            return ConsulConnection.from_settings(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc))
 
     def restart_policy(self):
         return RestartPolicy(self.max_proxy_restarts, self.proxy_backoff_seconds, self.proxy_backoff_max_seconds)

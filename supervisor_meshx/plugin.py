@@ -10,9 +10,13 @@ import time
 from supervisor import events
 
 from supervisor_meshx.config import Settings
+from supervisor_meshx.consul_agent import ConsulAgent
 from supervisor_meshx.mainloop import MainLoop
+from supervisor_meshx.ports import PortAllocator
 from supervisor_meshx.proxy_groups import ProxyGroups
 from supervisor_meshx.proxy_process import ProxyProcess
+from supervisor_meshx.services import MeshServices
+from supervisor_meshx.ttl import TtlKeeper
 
 _current = None
 
@@ -30,10 +34,17 @@ class MeshxPlugin:
         self.settings = settings
         self.loop = MainLoop(self.log_error)
         self.proxies = ProxyGroups(supervisord, settings, self.log_error)
+        agent = ConsulAgent(settings.consul_connection())
+        self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self.log_warning)
+        ports = PortAllocator(settings.tcp_address, *settings.port_range)
+        self.services = MeshServices(self.loop, agent, self.proxies, self.ttl, ports, settings, self.log_warning)
         self._subscribe()
 
     def log_error(self, message):
         self.supervisord.options.logger.error(message)
+
+    def log_warning(self, message):
+        self.supervisord.options.logger.warn(message)
 
     def _subscribe(self):
         for event_type, handler in (
@@ -57,8 +68,9 @@ class MeshxPlugin:
             return
         # Wake the loop now (a call may wait for this state; a crashed proxy
         # restarts on the next iteration) and when a delayed restart is due,
-        # instead of up to a second later.
+        # instead of up to a second later.  Consul hears of the change at once.
         self.loop.wake()
+        self.ttl.send_soon(event.process.config.service_id)
         due = event.process.config.record.restart_due - time.time()
         if due > 0:
             self.loop.call_later(due, self.loop.wake)

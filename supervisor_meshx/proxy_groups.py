@@ -51,38 +51,47 @@ class ProxyGroups:
         group = self._supervisord.process_groups.get(name)
         return group.processes.get(name) if group else None
 
+    def state_name(self, service_id):
+        """The proxy's supervisord state name; None if the service has no proxy."""
+        if service_id not in self._proxies:
+            return None
+        process = self.process(service_id)
+        return getProcessStateDescription(process.get_state() if process else ProcessStates.STOPPED)
+
     def info(self, service_id):
         proxy = self._get(service_id)
         process = self.process(service_id)
-        state = process.get_state() if process else ProcessStates.STOPPED
         return {
             "service_id": service_id,
             "group": proxy.group_config.name,
             "cmd": list(proxy.cmd),
             "restarts": proxy.record.restarts,
             "max_restarts": -1 if self._policy.max_restarts is None else self._policy.max_restarts,
-            "state": getProcessStateDescription(state),
+            "state": self.state_name(service_id),
             "pid": process.pid if process else 0,
             "spawnerr": (process.spawnerr or "") if process else "",
         }
 
     # -- changes ---------------------------------------------------------
 
-    def start(self, service_id, cmd):
-        """Add the proxy's group and spawn it; False (nothing started) for an empty cmd."""
+    def check(self, service_id, cmd):
+        """The argv to run for ``cmd``, or the fault ``start`` would raise."""
         checked_service_id(service_id)
         cmd = _checked_argv(cmd)
-        if not cmd:
-            return False
-        name = group_name(service_id)
-        if service_id in self._proxies or name in self._supervisord.process_groups:
+        if service_id in self._proxies or group_name(service_id) in self._supervisord.process_groups:
             raise MeshxFault("ALREADY_STARTED", service_id)
         try:
-            argv = self._executables.check(cmd)
+            return self._executables.check(cmd) if cmd else []
         except CommandNotAllowed as exc:
             raise MeshxFault("COMMAND_NOT_ALLOWED", str(exc))
+
+    def start(self, service_id, cmd):
+        """Add the proxy's group and spawn it; False (nothing started) for an empty cmd."""
+        argv = self.check(service_id, cmd)
+        if not argv:
+            return False
         record = RestartRecord()
-        group_config = self._group_config(name, argv, record)
+        group_config = self._group_config(service_id, argv, record)
         self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
         self._supervisord.add_process_group(group_config)
         self.process(service_id).spawn()
@@ -125,8 +134,9 @@ class ProxyGroups:
             raise MeshxFault("BAD_NAME", "no proxy for %s" % service_id)
         return proxy
 
-    def _group_config(self, name, argv, record):
+    def _group_config(self, service_id, argv, record):
         options = self._supervisord.options
+        name = group_name(service_id)
         section = "program:%s" % name
         parser = UnhosedConfigParser()
         parser.add_section(section)
@@ -147,6 +157,7 @@ class ProxyGroups:
         config.stopwaitsecs = self._settings.proxy_stopwaitsecs
         config.policy = self._policy
         config.record = record
+        config.service_id = service_id
         config.on_error = self._log_error
         return ProcessGroupConfig(options, name, 999, [config])
 

@@ -21,6 +21,7 @@ NEVER = 2 ** 31 - 1
 class ProxyProcessConfig(ProcessConfig):
     """A ProcessConfig whose processes are ProxyProcess, tied to a restart record."""
 
+    service_id = None
     policy = None
     record = None
     on_error = None

@@ -10,6 +10,8 @@ from supervisor.states import SupervisorStates
 from supervisor_meshx import API_VERSION, tasks
 from supervisor_meshx.config import ConfigError
 from supervisor_meshx.faults import MeshxFault
+from supervisor_meshx.names import checked_service_id
+from supervisor_meshx.wire import to_xmlrpc
 from supervisor_meshx.plugin import plugin_for
 
 
@@ -76,6 +78,77 @@ class MeshxNamespaceRPCInterface:
         @return struct info       {service_id, group, cmd, restarts, max_restarts, state, pid, spawnerr}
         """
         return self._now(self._ready().proxies.info, service_id)
+
+
+    def start(self, service, template=None, force=False, timeout=5000):
+        """Start a mesh service: register it and its Connect sidecar in the local
+        Consul agent, allocate its endpoint, keep its TTL check alive, run its proxy.
+
+        ``service`` is a name (the id becomes ``<name>-<node_name>``) or a struct
+        of Mustache variables with ``name``, optional ``id``, and ``address`` plus
+        ``port`` to use a given endpoint.  ``template`` may hold ``registration``,
+        ``ttl`` and ``proxy``; missing keys come from ``service_template`` and
+        then the built-in defaults.  A failure leaves nothing behind.
+
+        @param struct service   a name (string) or a struct of template variables
+        @param struct template  {registration, ttl, proxy}, each optional
+        @param boolean force    take over a service registered in Consul by someone else
+        @param int timeout      milliseconds to wait for passing health; 0 does not wait
+        @return struct result   {service_id, address, port, already_started}
+        """
+        plugin = self._ready()
+        return self._steps(plugin.services.start, service, template, force, timeout)
+
+    def stop(self, service_id):
+        """Stop a mesh service: deregister it and its sidecar, stop its TTL
+        updates and its proxy, release its endpoint.
+
+        @param string service_id  an id returned by meshx.start
+        @return boolean result    always true
+        """
+        return self._steps(self._ready().services.stop, service_id)
+
+    def list(self):
+        """List the services started by this supervisord.
+
+        @return array ids  service ids, sorted
+        """
+        return self._ready().services.ids()
+
+    def serviceConfig(self, service_id):
+        """Return the local Consul agent's definition of a service
+        (its /v1/agent/service/:id answer).
+
+        @param string service_id  any service id known to the agent
+        @return struct config     the agent's answer; null fields are left out
+        """
+        return self._steps(self._service_config, service_id)
+
+    def _service_config(self, service_id):
+        checked_service_id(service_id)
+        services = self._plugin.services
+        config = yield services.consul(services.agent.service, service_id)
+        if config is None:
+            raise MeshxFault("BAD_NAME", "the Consul agent has no service %s" % service_id)
+        return to_xmlrpc(config)
+
+    def getTtlStatus(self, service_id):
+        """Return the TTL status set for a service (what Consul gets while its proxy runs).
+
+        @param string service_id  an id returned by meshx.start
+        @return string status     passing, warning or critical
+        """
+        return self._now(lambda: self._ready().services.ttl_check(service_id).status)
+
+    def setTtlStatus(self, service_id, status):
+        """Set the TTL status of a service and send it to Consul at once.
+        While the proxy is not RUNNING, Consul gets critical regardless.
+
+        @param string service_id  an id returned by meshx.start
+        @param string status      passing, warning or critical
+        @return boolean result    always true
+        """
+        return self._now(self._ready().services.set_ttl_status, service_id, status)
 
 
 def make_meshx_rpcinterface(supervisord, **config):

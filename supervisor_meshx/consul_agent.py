@@ -1,0 +1,101 @@
+"""Blocking calls to the local Consul agent; run them on worker threads only.
+
+python-consul2 wraps few of the endpoints a mesh needs (no sidecar
+registration, no health by id, no check update), so every call goes through
+its HTTP transport and this module reads the status codes itself: 404s
+become None/False instead of python-consul2's silent False, and every other
+non-200 answer raises ``ConsulError`` with the agent's status and message.
+The ACL token is sent in the ``X-Consul-Token`` header and never appears in
+an error.
+"""
+import json
+import threading
+from urllib.parse import quote
+
+import requests
+from consul.std import HTTPClient
+
+# A hung agent must not hold a worker thread forever.
+REQUEST_TIMEOUT = 10.0
+
+
+class ConsulUnavailable(Exception):
+    """The agent could not be reached."""
+
+
+class ConsulError(Exception):
+    """The agent answered with an error status."""
+
+    def __init__(self, status, message):
+        Exception.__init__(self, "%d %s" % (status, message))
+        self.status = status
+        self.message = message
+
+
+class ConsulAgent:
+    def __init__(self, connection):
+        self._connection = connection
+        self._local = threading.local()
+
+    def _http(self):
+        # requests sessions are not safe to share between threads
+        http = getattr(self._local, "http", None)
+        if http is None:
+            c = self._connection
+            http = HTTPClient(c.host, c.port, c.scheme, c.verify, c.cert, REQUEST_TIMEOUT)
+            http.session.trust_env = False  # no HTTP_PROXY detour to a loopback agent
+            self._local.http = http
+        return http
+
+    def _request(self, method, path, params=None, body=None):
+        headers = {}
+        token = self._connection.token()
+        if token:
+            headers["X-Consul-Token"] = token
+        http = self._http()
+        try:
+            if method == "GET":
+                return http.get(lambda r: r, path, params=params, headers=headers)
+            data = "" if body is None else json.dumps(body)
+            return http.put(lambda r: r, path, params=params, data=data, headers=headers)
+        except requests.RequestException as exc:
+            raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
+                                    % (self._connection.address, type(exc).__name__))
+
+    def _ok(self, response, allow_404=False):
+        if response.code == 200:
+            return True
+        if response.code == 404 and allow_404:
+            return False
+        raise ConsulError(response.code, response.body.strip() if response.body else "")
+
+    def register(self, definition):
+        self._ok(self._request("PUT", "/v1/agent/service/register", body=definition))
+
+    def deregister(self, service_id):
+        """Deregister a service (and the sidecar Consul made for it); False if unknown."""
+        return self._ok(self._request("PUT", "/v1/agent/service/deregister/" + _segment(service_id)),
+                        allow_404=True)
+
+    def service(self, service_id):
+        """The agent's definition of a service, or None if it has none."""
+        response = self._request("GET", "/v1/agent/service/" + _segment(service_id))
+        return json.loads(response.body) if self._ok(response, allow_404=True) else None
+
+    def health(self, service_id):
+        """passing, warning, critical or maintenance; None for an unknown service."""
+        response = self._request("GET", "/v1/agent/health/service/id/" + _segment(service_id),
+                                 params=[("format", "text")])
+        if response.code in (200, 429, 503):
+            return response.body.strip()
+        self._ok(response, allow_404=True)
+        return None
+
+    def update_check(self, check_id, status, output):
+        """Set a TTL check's status; False if the agent has no such check."""
+        return self._ok(self._request("PUT", "/v1/agent/check/update/" + _segment(check_id),
+                                      body={"Status": status, "Output": output}), allow_404=True)
+
+
+def _segment(value):
+    return quote(value, safe="")

@@ -1,0 +1,48 @@
+"""How to reach the local Consul agent: address, TLS files and ACL token.
+
+Defaults follow the ``consul`` CLI: ``CONSUL_HTTP_ADDR``,
+``CONSUL_HTTP_TOKEN`` and ``CONSUL_HTTP_TOKEN_FILE`` from supervisord's
+environment, else ``http://127.0.0.1:8500`` and no token.
+"""
+import os
+import re
+
+_ADDRESS = re.compile(r"(?:(?P<scheme>https?)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>\d{1,5})/?\Z")
+
+
+class ConsulConnection:
+    def __init__(self, address, token="", token_file="", cacert="", client_cert="", client_key=""):
+        match = _ADDRESS.match(address.strip())
+        if not match or not 0 < int(match.group("port")) < 65536:
+            raise ValueError("consul_http_addr must be host:port or http(s)://host:port, not %r" % address)
+        self.scheme = match.group("scheme") or "http"
+        self.host = match.group("host")
+        self.port = int(match.group("port"))
+        self.address = "%s://%s:%d" % (self.scheme, self.host, self.port)
+        self.verify = cacert or True
+        self.cert = (client_cert, client_key) if client_cert and client_key else (client_cert or None)
+        self._token = token
+        self._token_file = token_file
+
+    @classmethod
+    def from_settings(cls, settings, environ=os.environ):
+        return cls(
+            settings.consul_http_addr or environ.get("CONSUL_HTTP_ADDR") or "http://127.0.0.1:8500",
+            token=settings.consul_http_token or environ.get("CONSUL_HTTP_TOKEN", ""),
+            token_file=settings.consul_http_token_file or environ.get("CONSUL_HTTP_TOKEN_FILE", ""),
+            cacert=settings.consul_cacert,
+            client_cert=settings.consul_client_cert,
+            client_key=settings.consul_client_key,
+        )
+
+    def token(self):
+        """The ACL token; a token file is read at each call so that rotation needs no reload."""
+        if self._token:
+            return self._token
+        if self._token_file:
+            try:
+                with open(self._token_file) as f:
+                    return f.read().strip()
+            except OSError:
+                return ""
+        return ""

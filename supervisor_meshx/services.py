@@ -1,0 +1,288 @@
+"""Mesh services: MeshxConsul's start/stop on top of proxy groups.
+
+``start`` registers a service and its Connect sidecar in the local Consul
+agent, hands the caller a loopback endpoint, keeps its TTL check alive and
+runs its proxy; any failure undoes every step taken.  Operations are
+generators run by ``tasks.run`` on supervisord's main loop; Consul calls go
+to worker threads.
+"""
+import copy
+import time
+from concurrent.futures import Future
+
+from supervisor_meshx import templates
+from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
+from supervisor_meshx.faults import MeshxFault
+from supervisor_meshx.names import checked_service_id
+from supervisor_meshx.ports import PortsExhausted
+from supervisor_meshx.tasks import Wait
+from supervisor_meshx.ttl import STATUSES
+
+DEFAULT_TEMPLATE = {
+    "registration": {
+        "ID": "{{id}}",
+        "Name": "{{name}}",
+        "Checks": [{"Name": "TTL check", "CheckID": "ttl:{{id}}", "TTL": "10s"}],
+        "Connect": {"SidecarService": {"Proxy": {
+            "LocalServiceAddress": "{{address}}", "LocalServicePort": "{{$port$}}"}}},
+    },
+    "ttl": {"id": "ttl:{{id}}", "status": "passing", "ttl": 5000},
+    # run directly, not through /bin/sh -c, so that proxy_executables means something
+    "proxy": ["consul", "connect", "proxy", "-log-level", "err", "-sidecar-for", "{{id}}"],
+}
+HEALTH_POLL = 0.05  # seconds between health queries while start waits for passing
+MAX_TIMEOUT_MS = 600000
+
+
+class OwnedService:
+    def __init__(self, service_id, name, address, port, allocated, has_proxy):
+        self.service_id = service_id
+        self.name = name
+        self.address = address
+        self.port = port
+        self.allocated = allocated  # the port came from this plugin's range
+        self.has_proxy = has_proxy
+
+    def result(self, already_started=False):
+        return {"service_id": self.service_id, "address": self.address, "port": self.port,
+                "already_started": already_started}
+
+
+class MeshServices:
+    def __init__(self, loop, agent, proxies, ttl, ports, settings, log):
+        self._loop = loop
+        self._log = log
+        self.agent = agent
+        self._proxies = proxies
+        self._ttl = ttl
+        self._ports = ports
+        self._node_name = settings.node_name
+        self._defaults = templates.merge_defaults(settings.service_template, DEFAULT_TEMPLATE)
+        self._owned = {}
+        self._busy = set()  # ids being started or stopped
+
+    def ids(self):
+        return sorted(self._owned)
+
+    def owned(self, service_id):
+        checked_service_id(service_id)
+        service = self._owned.get(service_id)
+        if service is None:
+            raise MeshxFault("SERVICE_NOT_OWNED", "%s was not started by this supervisord" % service_id)
+        return service
+
+    def consul(self, method, *args):
+        """A future for an agent call; failures arrive as CONSUL_* faults."""
+        def call():
+            try:
+                return method(*args)
+            except ConsulUnavailable as exc:
+                raise MeshxFault("CONSUL_UNAVAILABLE", str(exc))
+            except ConsulError as exc:
+                raise MeshxFault("CONSUL_ERROR", str(exc))
+        return self._loop.submit(call)
+
+    # -- start -----------------------------------------------------------
+
+    def start(self, service, template, force, timeout):
+        params = self._params(service)
+        template = _checked_template(template)
+        if not isinstance(force, bool):
+            raise MeshxFault("BAD_ARGUMENTS", "force must be a boolean")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT_MS:
+            raise MeshxFault("BAD_ARGUMENTS", "timeout must be milliseconds from 0 to %d" % MAX_TIMEOUT_MS)
+        service_id = params["id"]
+        self._not_busy(service_id)
+        if service_id in self._owned:
+            return (yield from self._already_started(service_id))
+
+        self._busy.add(service_id)
+        undo = []
+        try:
+            existing = yield self.consul(self.agent.service, service_id)
+            if existing is not None and not force:
+                raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
+                                 "supervisord (force=true takes it over)" % service_id)
+            owned = self._endpoint(params, undo)
+            plan = self._render(template, params)
+            if plan.cmd:
+                self._proxies.check(service_id, plan.cmd)
+            yield self.consul(self.agent.register, plan.registration)
+            undo.append(lambda: self.consul(self.agent.deregister, service_id))
+            if plan.ttl:
+                self._ttl.add(service_id, plan.ttl["id"], plan.ttl["status"], plan.ttl["ttl"])
+                undo.append(lambda: self._ttl.remove(service_id))
+            if plan.cmd:
+                self._proxies.start(service_id, plan.cmd)
+                undo.append(lambda: self._proxies.stop(service_id))
+            if timeout:
+                yield from self._wait_passing(service_id, timeout)
+        except Exception:
+            yield from _undo(undo, self._log)
+            raise
+        finally:
+            self._busy.discard(service_id)
+        owned.has_proxy = bool(plan.cmd)
+        self._owned[service_id] = owned
+        return owned.result()
+
+    def _already_started(self, service_id):
+        status = yield self.consul(self.agent.health, service_id)
+        if status != "passing":
+            raise MeshxFault("INVALID_STATE", "%s is started but %s in Consul" % (service_id, status or "unknown"))
+        return self._owned[service_id].result(already_started=True)
+
+    def _wait_passing(self, service_id, timeout_ms):
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            status = yield self.consul(self.agent.health, service_id)
+            if status == "passing":
+                return
+            if time.monotonic() >= deadline:
+                raise MeshxFault("SERVICE_ALIVE_TIMEOUT", "%s not passing within %d ms (last: %s)"
+                                 % (service_id, timeout_ms, status or "unknown"))
+            yield Wait(lambda: False, timeout=HEALTH_POLL)
+
+    def _params(self, service):
+        if isinstance(service, str):
+            params = {"name": service}
+        elif isinstance(service, dict):
+            params = copy.deepcopy(service)
+        else:
+            raise MeshxFault("BAD_ARGUMENTS", "service must be a name or a struct with a name")
+        name = checked_service_id(params.get("name"), "service name")
+        params.setdefault("id", "%s-%s" % (name, self._node_name))
+        checked_service_id(params["id"])
+        return params
+
+    def _endpoint(self, params, undo):
+        given_address, given_port = params.get("address"), params.get("port")
+        if given_address is not None or given_port is not None:
+            if not (isinstance(given_address, str) and given_address
+                    and isinstance(given_port, int) and not isinstance(given_port, bool)):
+                raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (an integer) go together")
+            return OwnedService(params["id"], params["name"], given_address, given_port, False, False)
+        try:
+            port = self._ports.allocate_service()
+        except PortsExhausted as exc:
+            raise MeshxFault("FAILED", "no free port for %s: %s" % (params["id"], exc))
+        undo.append(lambda: self._ports.release(port))
+        params["address"], params["port"] = self._ports.address, port
+        return OwnedService(params["id"], params["name"], self._ports.address, port, True, False)
+
+    def _render(self, template, params):
+        try:
+            rendered = templates.render(templates.merge_defaults(template, self._defaults), params)
+        except templates.TemplateError as exc:
+            raise MeshxFault("BAD_TEMPLATE", str(exc))
+        return _Plan(rendered, params["id"])
+
+    # -- stop ------------------------------------------------------------
+
+    def stop(self, service_id):
+        """Deregister first: if the agent can't be reached nothing is changed."""
+        owned = self.owned(service_id)
+        self._not_busy(service_id)
+        self._busy.add(service_id)
+        try:
+            yield self.consul(self.agent.deregister, service_id)
+            self._ttl.remove(service_id)
+            if owned.has_proxy:
+                yield from self._proxies.stop(service_id)
+        finally:
+            self._busy.discard(service_id)
+        del self._owned[service_id]
+        if owned.allocated:
+            self._ports.release(owned.port)
+        return True
+
+    def _not_busy(self, service_id):
+        if service_id in self._busy:
+            raise MeshxFault("INVALID_STATE", "%s is being started or stopped" % service_id)
+
+    # -- TTL -------------------------------------------------------------
+
+    def ttl_check(self, service_id):
+        self.owned(service_id)
+        check = self._ttl.get(service_id)
+        if check is None:
+            raise MeshxFault("BAD_NAME", "%s has no TTL check" % service_id)
+        return check
+
+    def set_ttl_status(self, service_id, status):
+        check = self.ttl_check(service_id)
+        if status not in STATUSES:
+            raise MeshxFault("BAD_ARGUMENTS", "status must be one of %s" % ", ".join(STATUSES))
+        self._ttl.set_status(check.service_id, status)
+        return True
+
+
+class _Plan:
+    """A rendered template, checked."""
+
+    def __init__(self, rendered, service_id):
+        self.registration = _registration(rendered.get("registration"), service_id)
+        self.ttl = _ttl(rendered.get("ttl"))
+        self.cmd = _proxy_cmd(rendered.get("proxy"))
+
+
+def _registration(value, service_id):
+    if not isinstance(value, dict):
+        raise MeshxFault("BAD_TEMPLATE", "registration must be a struct")
+    keys = {k.lower(): k for k in value}
+    if not value.get(keys.get("name", "Name")):
+        raise MeshxFault("BAD_TEMPLATE", "registration needs a Name")
+    registration = dict(value)
+    id_key = keys.get("id", "ID")
+    if registration.get(id_key, service_id) != service_id:
+        raise MeshxFault("BAD_TEMPLATE", "registration ID %r is not the service id %r"
+                         % (registration[id_key], service_id))
+    registration[id_key] = service_id
+    return registration
+
+
+def _ttl(value):
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        raise MeshxFault("BAD_TEMPLATE", "ttl must be a struct or empty")
+    check_id, status, interval = value.get("id"), value.get("status", "passing"), value.get("ttl")
+    if not isinstance(check_id, str) or not check_id:
+        raise MeshxFault("BAD_TEMPLATE", "ttl.id must be the TTL check's id")
+    if status not in STATUSES:
+        raise MeshxFault("BAD_TEMPLATE", "ttl.status must be one of %s" % ", ".join(STATUSES))
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 100 <= interval <= 86400000:
+        raise MeshxFault("BAD_TEMPLATE", "ttl.ttl must be milliseconds from 100 to 86400000")
+    return {"id": check_id, "status": status, "ttl": interval}
+
+
+def _proxy_cmd(value):
+    if not value:
+        return []
+    if not isinstance(value, list) or not all(isinstance(arg, str) for arg in value):
+        raise MeshxFault("BAD_TEMPLATE", "proxy must be a list of strings or empty")
+    return value
+
+
+def _checked_template(template):
+    if template is None or template == "":
+        return {}
+    if not isinstance(template, dict):
+        raise MeshxFault("BAD_ARGUMENTS", "template must be a struct")
+    return template
+
+
+def _undo(steps, log):
+    """Undo completed steps, newest first; a failing step doesn't stop the others.
+
+    A step returns None, a Future, or a generator of further steps.
+    """
+    for step in reversed(steps):
+        try:
+            result = step()
+            if isinstance(result, Future):
+                yield result
+            elif result is not None:
+                yield from result
+        except Exception as exc:
+            log("meshx: could not undo a step of a failed start: %s" % exc)

@@ -1,0 +1,145 @@
+"""TTL health: each service's check status, sent to Consul every ``ttl`` ms.
+
+Beyond MeshxConsul, the status sent is critical while the service's proxy is
+not RUNNING (the output names the proxy's state), and goes back to the
+status set by ``setTtlStatus`` once the proxy runs again.  A proxy state
+change or a new status is sent at once.
+
+The schedule lives on supervisord's main loop (one timer for all services);
+the HTTP calls go out in batches on worker threads.
+"""
+import math
+import time
+
+from supervisor_meshx.consul_agent import ConsulUnavailable
+
+STATUSES = ("passing", "warning", "critical")
+BATCH = 50  # updates sent by one worker thread in one go
+RETRY_CAP = 5.0  # seconds between retries while the agent is unreachable
+
+
+class TtlCheck:
+    def __init__(self, service_id, check_id, status, interval):
+        self.service_id = service_id
+        self.check_id = check_id
+        self.status = status
+        self.interval = interval
+        self.due = 0.0
+        self.in_flight = False
+        self.changed_in_flight = False
+        self.sent = None  # the status Consul last accepted
+        self.failures = 0
+
+
+class TtlKeeper:
+    def __init__(self, loop, agent, proxy_state, log):
+        """``proxy_state(service_id)``: the proxy's state name, or None without a proxy."""
+        self._loop = loop
+        self._agent = agent
+        self._proxy_state = proxy_state
+        self._log = log
+        self._checks = {}
+        self._next_tick = math.inf
+        self._agent_down = False
+
+    # -- main thread -----------------------------------------------------
+
+    def add(self, service_id, check_id, status, interval_ms):
+        self._checks[service_id] = TtlCheck(service_id, check_id, status, interval_ms / 1000.0)
+        self.send_soon(service_id)
+
+    def remove(self, service_id):
+        self._checks.pop(service_id, None)
+
+    def get(self, service_id):
+        return self._checks.get(service_id)
+
+    def set_status(self, service_id, status):
+        self._checks[service_id].status = status
+        self.send_soon(service_id)
+
+    def send_soon(self, service_id):
+        check = self._checks.get(service_id)
+        if check is None:
+            return
+        if check.in_flight:
+            check.changed_in_flight = True
+        else:
+            check.due = 0.0
+            self._schedule(0.0)
+
+    def effective(self, check):
+        state = self._proxy_state(check.service_id)
+        if state is None or state == "RUNNING":
+            return check.status, "set by supervisor-meshx" + ("" if state is None else "; proxy RUNNING")
+        return "critical", "proxy %s (not running)" % state
+
+    def _schedule(self, delay):
+        when = time.monotonic() + delay
+        if when < self._next_tick - 0.001:
+            self._next_tick = when
+            self._loop.call_later(delay, self._tick)
+
+    def _tick(self):
+        if time.monotonic() < self._next_tick - 0.001:
+            return  # superseded by an earlier tick that rescheduled
+        self._next_tick = math.inf
+        now = time.monotonic()
+        batch = []
+        for check in self._checks.values():
+            if not check.in_flight and check.due <= now:
+                check.in_flight = True
+                status, output = self.effective(check)
+                batch.append((check, status, output))
+        for start in range(0, len(batch), BATCH):
+            part = batch[start:start + BATCH]
+            future = self._loop.submit(self._send, [(c.check_id, s, o) for c, s, o in part])
+            future.add_done_callback(lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f)))
+        self._reschedule()
+
+    def _reschedule(self):
+        waiting = [c.due for c in self._checks.values() if not c.in_flight]
+        if waiting:
+            self._schedule(max(0.0, min(waiting) - time.monotonic()))
+
+    def _sent(self, part, future):
+        results = future.result()  # _send never raises
+        now = time.monotonic()
+        for (check, status, _output), error in zip(part, results):
+            check.in_flight = False
+            if error is None:
+                check.sent = status
+                check.failures = 0
+                check.due = now + check.interval
+            else:
+                check.failures += 1
+                check.due = now + min(check.interval, RETRY_CAP, 0.1 * 2 ** check.failures)
+            if check.changed_in_flight:
+                check.changed_in_flight = False
+                check.due = now
+        self._note_outage(results)
+        self._reschedule()
+
+    def _note_outage(self, results):
+        down = any(isinstance(e, ConsulUnavailable) for e in results)
+        if down and not self._agent_down:
+            self._log("meshx: Consul agent unreachable; TTL updates will be retried: %s"
+                      % next(e for e in results if isinstance(e, ConsulUnavailable)))
+        elif self._agent_down and not down and any(e is None for e in results):
+            self._log("meshx: Consul agent reachable again")
+        self._agent_down = down or (self._agent_down and all(e is not None for e in results))
+        for error in results:
+            if error is not None and not isinstance(error, ConsulUnavailable):
+                self._log("meshx: TTL update failed: %s" % error)
+
+    # -- worker thread ---------------------------------------------------
+
+    def _send(self, updates):
+        results = []
+        for check_id, status, output in updates:
+            try:
+                found = self._agent.update_check(check_id, status, output)
+                results.append(None if found else LookupError("Consul has no check %s" % check_id))
+            except Exception as exc:
+                results.append(exc)
+        return results
