@@ -111,6 +111,7 @@ class Settings:
         "consul_client_key": (_text, ""),
         "node_name": (_node_name, ""),
         "service_template": (_json_file, ""),
+        "upstream_template": (_json_file, ""),
         "tcp_address": (_address, "127.0.0.1"),
         "port_range": (_port_range, "1024-65535"),
     }

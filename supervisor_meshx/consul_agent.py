@@ -98,4 +98,4 @@ class ConsulAgent:
 
 
 def _segment(value):
-    return quote(value, safe="")
+    return quote(value, safe=":")

@@ -17,6 +17,7 @@ from supervisor_meshx.proxy_groups import ProxyGroups
 from supervisor_meshx.proxy_process import ProxyProcess
 from supervisor_meshx.services import MeshServices
 from supervisor_meshx.ttl import TtlKeeper
+from supervisor_meshx.upstreams import Upstreams
 
 _current = None
 
@@ -38,6 +39,7 @@ class MeshxPlugin:
         self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self.log_warning)
         ports = PortAllocator(settings.tcp_address, *settings.port_range)
         self.services = MeshServices(self.loop, agent, self.proxies, self.ttl, ports, settings, self.log_warning)
+        self.upstreams = Upstreams(self.services, ports, settings)
         self._subscribe()
 
     def log_error(self, message):

@@ -115,6 +115,15 @@ class MeshxNamespaceRPCInterface:
         """
         return self._ready().services.ids()
 
+    def status(self):
+        """Describe every service started by this supervisord, from local state only.
+
+        ``ttl_status`` is what Consul is told: critical while the proxy is not RUNNING.
+
+        @return array rows  structs {service_id, address, port, proxy_state, pid, restarts, ttl_status}
+        """
+        return self._now(self._ready().services.status)
+
     def serviceConfig(self, service_id):
         """Return the local Consul agent's definition of a service
         (its /v1/agent/service/:id answer).
@@ -149,6 +158,38 @@ class MeshxNamespaceRPCInterface:
         @return boolean result    always true
         """
         return self._now(self._ready().services.set_ttl_status, service_id, status)
+
+
+    def connect(self, upstreams, template=None, proxy=None):
+        """Give this node a local endpoint for each upstream service, carried by
+        the sidecar of a proxy service (started with a placeholder listener if
+        it isn't running).  An upstream already connected keeps its endpoint.
+
+        @param array upstreams  names, or structs of template variables with a name
+        @param struct template  the upstream template (default: upstream_template, then
+                                {DestinationName, LocalBindAddress, LocalBindPort})
+        @param array proxy      [name, id] of the proxy service (default upstream-<node_name>)
+        @return array results   in input order: {name, address, port} or {name, error}
+        """
+        return self._steps(self._ready().upstreams.connect, upstreams, template, proxy)
+
+    def disconnect(self, upstreams, proxy_service_id="", restart_proxy=False):
+        """Remove upstreams from a proxy service and release their endpoints.
+
+        @param array upstreams          names
+        @param string proxy_service_id  the proxy service (default upstream-<node_name>)
+        @param boolean restart_proxy    restart the proxy so that open connections close
+        @return array removed           the names removed
+        """
+        return self._steps(self._ready().upstreams.disconnect, upstreams, proxy_service_id, restart_proxy)
+
+    def listUpstreams(self, proxy_service_id=""):
+        """List the upstreams of a proxy service.
+
+        @param string proxy_service_id  the proxy service (default upstream-<node_name>)
+        @return array names             upstream names, in the order connected
+        """
+        return self._now(self._ready().upstreams.names, proxy_service_id)
 
 
 def make_meshx_rpcinterface(supervisord, **config):

@@ -7,6 +7,7 @@ generators run by ``tasks.run`` on supervisord's main loop; Consul calls go
 to worker threads.
 """
 import copy
+import socket
 import time
 from concurrent.futures import Future
 
@@ -35,13 +36,16 @@ MAX_TIMEOUT_MS = 600000
 
 
 class OwnedService:
-    def __init__(self, service_id, name, address, port, allocated, has_proxy):
+    def __init__(self, service_id, name, address, port, allocated):
         self.service_id = service_id
         self.name = name
         self.address = address
         self.port = port
         self.allocated = allocated  # the port came from this plugin's range
-        self.has_proxy = has_proxy
+        self.has_proxy = False
+        self.registration = None  # as last sent to Consul
+        self.upstreams = {}  # name -> {name, address, port}, in the order connected
+        self.listener = None  # placeholder socket of a proxy-only service
 
     def result(self, already_started=False):
         return {"service_id": self.service_id, "address": self.address, "port": self.port,
@@ -53,7 +57,7 @@ class MeshServices:
         self._loop = loop
         self._log = log
         self.agent = agent
-        self._proxies = proxies
+        self.proxies = proxies
         self._ttl = ttl
         self._ports = ports
         self._node_name = settings.node_name
@@ -84,7 +88,9 @@ class MeshServices:
 
     # -- start -----------------------------------------------------------
 
-    def start(self, service, template, force, timeout):
+    def start(self, service, template, force, timeout, placeholder=False):
+        """Steps of meshx.start; ``placeholder`` listens on the endpoint (for a
+        service that exists only to carry upstreams)."""
         params = self._params(service)
         template = _checked_template(template)
         if not isinstance(force, bool):
@@ -104,17 +110,20 @@ class MeshServices:
                 raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
                                  "supervisord (force=true takes it over)" % service_id)
             owned = self._endpoint(params, undo)
+            if placeholder:
+                owned.listener = self._listen(owned)
+                undo.append(owned.listener.close)
             plan = self._render(template, params)
             if plan.cmd:
-                self._proxies.check(service_id, plan.cmd)
+                self.proxies.check(service_id, plan.cmd)
             yield self.consul(self.agent.register, plan.registration)
             undo.append(lambda: self.consul(self.agent.deregister, service_id))
             if plan.ttl:
                 self._ttl.add(service_id, plan.ttl["id"], plan.ttl["status"], plan.ttl["ttl"])
                 undo.append(lambda: self._ttl.remove(service_id))
             if plan.cmd:
-                self._proxies.start(service_id, plan.cmd)
-                undo.append(lambda: self._proxies.stop(service_id))
+                self.proxies.start(service_id, plan.cmd)
+                undo.append(lambda: self.proxies.stop(service_id))
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
         except Exception:
@@ -123,6 +132,7 @@ class MeshServices:
         finally:
             self._busy.discard(service_id)
         owned.has_proxy = bool(plan.cmd)
+        owned.registration = plan.registration
         self._owned[service_id] = owned
         return owned.result()
 
@@ -161,14 +171,24 @@ class MeshServices:
             if not (isinstance(given_address, str) and given_address
                     and isinstance(given_port, int) and not isinstance(given_port, bool)):
                 raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (an integer) go together")
-            return OwnedService(params["id"], params["name"], given_address, given_port, False, False)
+            return OwnedService(params["id"], params["name"], given_address, given_port, False)
         try:
             port = self._ports.allocate_service()
         except PortsExhausted as exc:
             raise MeshxFault("FAILED", "no free port for %s: %s" % (params["id"], exc))
         undo.append(lambda: self._ports.release(port))
         params["address"], params["port"] = self._ports.address, port
-        return OwnedService(params["id"], params["name"], self._ports.address, port, True, False)
+        return OwnedService(params["id"], params["name"], self._ports.address, port, True)
+
+    def _listen(self, owned):
+        listener = socket.socket(socket.AF_INET6 if ":" in owned.address else socket.AF_INET)
+        try:
+            listener.bind((owned.address, owned.port))
+            listener.listen(16)
+        except OSError as exc:
+            listener.close()
+            raise MeshxFault("FAILED", "cannot listen on %s:%d: %s" % (owned.address, owned.port, exc))
+        return listener
 
     def _render(self, template, params):
         try:
@@ -188,17 +208,34 @@ class MeshServices:
             yield self.consul(self.agent.deregister, service_id)
             self._ttl.remove(service_id)
             if owned.has_proxy:
-                yield from self._proxies.stop(service_id)
+                yield from self.proxies.stop(service_id)
         finally:
             self._busy.discard(service_id)
         del self._owned[service_id]
-        if owned.allocated:
-            self._ports.release(owned.port)
+        if owned.listener:
+            owned.listener.close()
+        for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
+            self._ports.release(port)
         return True
 
     def _not_busy(self, service_id):
         if service_id in self._busy:
             raise MeshxFault("INVALID_STATE", "%s is being started or stopped" % service_id)
+
+    def status(self):
+        """One row per owned service; local state only, no Consul call."""
+        rows = []
+        for service_id in self.ids():
+            owned = self._owned[service_id]
+            proxy = self.proxies.info(service_id) if owned.has_proxy else {}
+            check = self._ttl.get(service_id)
+            rows.append({
+                "service_id": service_id, "address": owned.address, "port": owned.port,
+                "proxy_state": proxy.get("state", ""), "pid": proxy.get("pid", 0),
+                "restarts": proxy.get("restarts", 0),
+                "ttl_status": self._ttl.effective(check)[0] if check else "",
+            })
+        return rows
 
     # -- TTL -------------------------------------------------------------
 
