@@ -131,7 +131,7 @@ def test_empty_and_broken_bodies(consul_agent):
                       "Request decode failed: unexpected EOF")
     response = put(consul_agent, "/v1/agent/service/register", raw='{"Name": "web", "Port": "80"}')
     assert response.status_code == 400
-    assert response.text.startswith("Request decode failed: json: cannot unmarshal string into Go struct field ")
+    assert response.text.startswith("Request decode failed: json: cannot unmarshal string into Go ")
 
 
 # -- sidecars ----------------------------------------------------------------------------------------------------
@@ -165,6 +165,15 @@ def test_sidecar_expansion_ports_and_default_checks(consul_agent):
     assert not [c for c in checks(consul_agent) if c.startswith("service:web")]
     register_ok(consul_agent, {"Name": "db", "Port": 5432, "Connect": {"SidecarService": {}}})
     assert services(consul_agent)["db-sidecar-proxy"]["Port"] == 21000  # lowest free again
+
+
+def test_sidecar_port_exhaustion_keeps_the_parent():
+    with ConsulDouble(sidecar_port_range=(21000, 21000)) as agent:
+        register_ok(agent, {"Name": "web", "Connect": {"SidecarService": {}}})
+        assert_text_error(put(agent, "/v1/agent/service/register", {"Name": "api", "Connect": {"SidecarService": {}}}),
+                          500, "no port provided for sidecar_service and none left in the configured range "
+                               "[21000, 21000]")
+        assert sorted(agent.services()) == ["api", "web", "web-sidecar-proxy"]
 
 
 def test_alias_check_follows_the_parents_ttl_check(consul_agent):
@@ -251,6 +260,15 @@ def test_check_register_and_deregister(consul_agent):
 
 def health(agent, service_id, text=False):
     return get(agent, "/v1/agent/health/service/id/" + service_id, params={"format": "text"} if text else None)
+
+
+def test_node_checks_count_for_every_service(consul_agent):
+    register_ok(consul_agent, {"Name": "web"})
+    assert put(consul_agent, "/v1/agent/check/register", {"Name": "node ttl", "TTL": "30s"}).status_code == 200
+    assert checks(consul_agent)["node ttl"]["ServiceID"] == ""
+    assert health(consul_agent, "web", text=True).text == "critical"
+    put(consul_agent, "/v1/agent/check/warn/node ttl")
+    assert health(consul_agent, "web", text=True).status_code == 429
 
 
 def test_health_codes_reasons_and_formats(consul_agent):
