@@ -10,7 +10,6 @@ an error.
 """
 import json
 import threading
-from urllib.parse import quote
 
 import requests
 from consul.std import HTTPClient
@@ -98,4 +97,7 @@ class ConsulAgent:
 
 
 def _segment(value):
-    return quote(value, safe=":")
+    """An id as a path segment; the transport percent-encodes the path itself."""
+    if "/" in value or not value:
+        raise ValueError("an id must be non-empty and hold no '/': %r" % value)
+    return value

@@ -284,8 +284,8 @@ def _ttl(value):
     if not isinstance(value, dict):
         raise MeshxFault("BAD_TEMPLATE", "ttl must be a struct or empty")
     check_id, status, interval = value.get("id"), value.get("status", "passing"), value.get("ttl")
-    if not isinstance(check_id, str) or not check_id:
-        raise MeshxFault("BAD_TEMPLATE", "ttl.id must be the TTL check's id")
+    if not isinstance(check_id, str) or not check_id or "/" in check_id:
+        raise MeshxFault("BAD_TEMPLATE", "ttl.id must be the TTL check's id (no '/')")
     if status not in STATUSES:
         raise MeshxFault("BAD_TEMPLATE", "ttl.status must be one of %s" % ", ".join(STATUSES))
     if isinstance(interval, bool) or not isinstance(interval, int) or not 100 <= interval <= 86400000:
