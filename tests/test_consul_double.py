@@ -16,6 +16,7 @@ import requests
 
 from consul_fixtures import *  # noqa: F401,F403  (consul_agent, consul_double)
 from supervisor_meshx.testing.consul_double import ConsulDouble
+from supervisord_harness import wait_for
 
 ANONYMOUS = "00000000-0000-0000-0000-000000000002"
 
@@ -36,16 +37,6 @@ def services(agent):
 def checks(agent):
     return get(agent, "/v1/agent/checks").json()
 
-
-def wait_for(predicate, timeout=5.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + message)
-        time.sleep(0.02)
 
 
 def check_status(agent, check_id):
