@@ -9,7 +9,7 @@ import json
 import re
 import socket
 
-from supervisor.datatypes import dict_of_key_value_pairs
+from supervisor.datatypes import boolean, dict_of_key_value_pairs
 
 from supervisor_meshx.consul_connection import ConsulConnection
 from supervisor_meshx.executables import DEFAULT_EXECUTABLES
@@ -53,6 +53,13 @@ def _word_list(_key, text):
 
 def _text(_key, text):
     return text.strip()
+
+
+def _boolean(key, text):
+    try:
+        return boolean(text)
+    except ValueError:
+        raise ConfigError("%s must be true or false, not %r" % (key, text))
 
 
 def _node_name(key, text):
@@ -114,6 +121,8 @@ class Settings:
         "upstream_template": (_json_file, ""),
         "tcp_address": (_address, "127.0.0.1"),
         "port_range": (_port_range, "1024-65535"),
+        "state_file": (_text, ""),
+        "deregister_on_shutdown": (_boolean, "true"),
     }
 
     def __init__(self, **config):

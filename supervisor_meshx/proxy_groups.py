@@ -29,8 +29,9 @@ class Proxy:
 
 
 class ProxyGroups:
-    def __init__(self, supervisord, settings, log_error):
+    def __init__(self, supervisord, settings, log_error, on_change):
         self._supervisord = supervisord
+        self._on_change = on_change
         self._settings = settings
         self._log_error = log_error
         self._policy = settings.restart_policy()
@@ -85,16 +86,17 @@ class ProxyGroups:
         except CommandNotAllowed as exc:
             raise MeshxFault("COMMAND_NOT_ALLOWED", str(exc))
 
-    def start(self, service_id, cmd):
+    def start(self, service_id, cmd, restarts=0):
         """Add the proxy's group and spawn it; False (nothing started) for an empty cmd."""
         argv = self.check(service_id, cmd)
         if not argv:
             return False
-        record = RestartRecord()
+        record = RestartRecord(restarts)
         group_config = self._group_config(service_id, argv, record)
         self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
         self._supervisord.add_process_group(group_config)
         self.process(service_id).spawn()
+        self._on_change()
         return True
 
     def stop(self, service_id):
@@ -106,6 +108,7 @@ class ProxyGroups:
             raise MeshxFault("FAILED", "%s did not stop" % name)
         del self._proxies[service_id]
         _remove_logs(proxy.group_config)
+        self._on_change()
         return True
 
     def restart(self, service_id):
@@ -114,7 +117,21 @@ class ProxyGroups:
         yield from self._stopped(service_id)
         proxy.record.reset()
         self.process(service_id).spawn()
+        self._on_change()
         return True
+
+    def snapshot(self):
+        """What a restart needs to run the proxies again, and to find their orphans."""
+        saved = {}
+        for service_id, proxy in self._proxies.items():
+            process = self.process(service_id)
+            saved[service_id] = {
+                "cmd": proxy.cmd,
+                "argv": shlex.split(proxy.group_config.process_configs[0].command),
+                "restarts": proxy.record.restarts,
+                "pid": process.pid if process else 0,
+            }
+        return saved
 
     def _stopped(self, service_id):
         process = self.process(service_id)

@@ -72,12 +72,21 @@ class MeshxNamespaceRPCInterface:
 
         ``restarts`` counts the restarts supervisord made on its own after the
         proxy died or failed to start; ``state`` is supervisord's state name,
-        ``pid`` 0 when not running, ``group`` the supervisord group.
+        ``pid`` 0 when not running, ``group`` the supervisord group;
+        ``reregistrations`` counts the times the Consul agent had lost the
+        service and the plugin registered it again.
 
         @param string service_id  the service the proxy serves
-        @return struct info       {service_id, group, cmd, restarts, max_restarts, state, pid, spawnerr}
+        @return struct info       {service_id, group, cmd, restarts, max_restarts, state, pid, spawnerr, reregistrations}
         """
-        return self._now(self._ready().proxies.info, service_id)
+        plugin = self._ready()
+
+        def describe():
+            info = plugin.proxies.info(service_id)
+            owned = service_id in plugin.services.ids()
+            info["reregistrations"] = plugin.services.owned(service_id).reregistrations if owned else 0
+            return info
+        return self._now(describe)
 
 
     def start(self, service, template=None, force=False, timeout=5000):

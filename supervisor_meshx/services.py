@@ -46,6 +46,8 @@ class OwnedService:
         self.registration = None  # as last sent to Consul
         self.upstreams = {}  # name -> {name, address, port}, in the order connected
         self.listener = None  # placeholder socket of a proxy-only service
+        self.reregistrations = 0  # times the agent had lost it and it was registered again
+        self.reconciling = False
 
     def result(self, already_started=False):
         return {"service_id": self.service_id, "address": self.address, "port": self.port,
@@ -53,9 +55,10 @@ class OwnedService:
 
 
 class MeshServices:
-    def __init__(self, loop, agent, proxies, ttl, ports, settings, log):
+    def __init__(self, loop, agent, proxies, ttl, ports, settings, log, on_change):
         self._loop = loop
         self._log = log
+        self.changed = on_change
         self.agent = agent
         self.proxies = proxies
         self._ttl = ttl
@@ -134,6 +137,7 @@ class MeshServices:
         owned.has_proxy = bool(plan.cmd)
         owned.registration = plan.registration
         self._owned[service_id] = owned
+        self.changed()
         return owned.result()
 
     def _already_started(self, service_id):
@@ -216,6 +220,7 @@ class MeshServices:
             owned.listener.close()
         for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
             self._ports.release(port)
+        self.changed()
         return True
 
     def _not_busy(self, service_id):
@@ -232,7 +237,7 @@ class MeshServices:
             rows.append({
                 "service_id": service_id, "address": owned.address, "port": owned.port,
                 "proxy_state": proxy.get("state", ""), "pid": proxy.get("pid", 0),
-                "restarts": proxy.get("restarts", 0),
+                "restarts": proxy.get("restarts", 0), "reregistrations": owned.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
             })
         return rows
@@ -251,7 +256,61 @@ class MeshServices:
         if status not in STATUSES:
             raise MeshxFault("BAD_ARGUMENTS", "status must be one of %s" % ", ".join(STATUSES))
         self._ttl.set_status(check.service_id, status)
+        self.changed()
         return True
+
+    # -- persistence -----------------------------------------------------
+
+    def snapshot(self):
+        saved = {}
+        for service_id, owned in self._owned.items():
+            check = self._ttl.get(service_id)
+            saved[service_id] = {
+                "name": owned.name, "address": owned.address, "port": owned.port,
+                "allocated": owned.allocated, "has_proxy": owned.has_proxy,
+                "registration": owned.registration, "upstreams": owned.upstreams,
+                "placeholder": owned.listener is not None, "reregistrations": owned.reregistrations,
+                "ttl": {"id": check.check_id, "status": check.status, "ttl": int(check.interval * 1000)}
+                if check else None,
+            }
+        return saved
+
+    def adopt(self, service_id, saved):
+        """Own a service saved by an earlier run again: endpoint, upstreams, TTL.
+
+        The proxy is adopted by ProxyGroups; ``reconcile`` then makes sure
+        Consul has the registration.
+        """
+        owned = OwnedService(service_id, saved["name"], saved["address"], saved["port"], saved["allocated"])
+        owned.has_proxy = saved["has_proxy"]
+        owned.registration = saved["registration"]
+        owned.upstreams = saved["upstreams"]
+        owned.reregistrations = saved["reregistrations"]
+        for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
+            self._ports.hold(port)
+        if saved["placeholder"]:
+            owned.listener = self._listen(owned)
+        if saved["ttl"]:
+            self._ttl.add(service_id, saved["ttl"]["id"], saved["ttl"]["status"], saved["ttl"]["ttl"])
+        self._owned[service_id] = owned
+
+    def reconcile(self, service_id, count=True):
+        """Steps: register an owned service again if the agent has lost it."""
+        owned = self._owned.get(service_id)
+        if owned is None or owned.reconciling or service_id in self._busy:
+            return
+        owned.reconciling = True
+        try:
+            if (yield self.consul(self.agent.service, service_id)) is not None:
+                return
+            yield self.consul(self.agent.register, owned.registration)
+            self._ttl.send_soon(service_id)
+            if count:
+                owned.reregistrations += 1
+                self._log("meshx: the Consul agent had lost %s; registered it again" % service_id)
+                self.changed()
+        finally:
+            owned.reconciling = False
 
 
 class _Plan:

@@ -32,15 +32,22 @@ class TtlCheck:
 
 
 class TtlKeeper:
-    def __init__(self, loop, agent, proxy_state, log):
-        """``proxy_state(service_id)``: the proxy's state name, or None without a proxy."""
+    def __init__(self, loop, agent, proxy_state, on_missing, log):
+        """``proxy_state(service_id)``: the proxy's state name, or None without a proxy;
+        ``on_missing(service_id)``: the agent answered that it has no such check."""
         self._loop = loop
         self._agent = agent
         self._proxy_state = proxy_state
+        self._on_missing = on_missing
         self._log = log
         self._checks = {}
         self._next_tick = math.inf
         self._agent_down = False
+        self._stopped = False
+
+    def stop(self):
+        """No more updates: supervisord is stopping, reloading or handing over."""
+        self._stopped = True
 
     # -- main thread -----------------------------------------------------
 
@@ -81,6 +88,8 @@ class TtlKeeper:
             self._loop.call_later(delay, self._tick)
 
     def _tick(self):
+        if self._stopped:
+            return
         if time.monotonic() < self._next_tick - 0.001:
             return  # superseded by an earlier tick that rescheduled
         self._next_tick = math.inf
@@ -117,6 +126,8 @@ class TtlKeeper:
             if check.changed_in_flight:
                 check.changed_in_flight = False
                 check.due = now
+            if isinstance(error, LookupError) and check.service_id in self._checks:
+                self._on_missing(check.service_id)
         self._note_outage(results)
         self._reschedule()
 

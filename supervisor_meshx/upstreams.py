@@ -55,6 +55,7 @@ class Upstreams:
                     raise
                 owned.registration = registration
                 owned.upstreams.update(added)
+                self._services.changed()
             return [_public(r) for r in results]
         finally:
             self._locked.discard(proxy_id)
@@ -90,6 +91,7 @@ class Upstreams:
                 owned.registration = registration
                 for name in removed:
                     self._ports.release(owned.upstreams.pop(name)["port"])
+                self._services.changed()
             if restart_proxy and owned.has_proxy:
                 yield from self._services.proxies.restart(proxy_id)
             return removed
