@@ -35,6 +35,8 @@ class ConsulAgent:
     def __init__(self, connection):
         self._connection = connection
         self._local = threading.local()
+        self._clients = []
+        self._lock = threading.Lock()
 
     def _http(self):
         # requests sessions are not safe to share between threads
@@ -44,7 +46,21 @@ class ConsulAgent:
             http = HTTPClient(c.host, c.port, c.scheme, c.verify, c.cert, REQUEST_TIMEOUT)
             http.session.trust_env = False  # no HTTP_PROXY detour to a loopback agent
             self._local.http = http
+            with self._lock:
+                self._clients.append(http)
         return http
+
+    def close(self):
+        """Close every kept-alive connection.
+
+        Needed before a supervisord reload, which closes all descriptors from
+        5 up: a socket object left open would later close whatever new file
+        got its descriptor number.
+        """
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for http in clients:
+            http.session.close()
 
     def _request(self, method, path, params=None, body=None):
         headers = {}

@@ -144,6 +144,10 @@ class MeshxPlugin:
         if self.restored:
             self.state.save(snapshot)
             self.state.flush()
+        if self.supervisord.options.mood == SupervisorStates.RESTARTING:
+            # the reload closes descriptors 5 and up under any socket still open
+            self.services.close_listeners()
+            self.services.agent.close()
         self.loop.detach()
 
     def _on_process_state(self, event):

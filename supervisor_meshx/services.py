@@ -261,6 +261,12 @@ class MeshServices:
 
     # -- persistence -----------------------------------------------------
 
+    def close_listeners(self):
+        """Before a reload closes every descriptor (see ConsulAgent.close)."""
+        for owned in self._owned.values():
+            if owned.listener is not None:
+                owned.listener.close()
+
     def snapshot(self):
         saved = {}
         for service_id, owned in self._owned.items():
@@ -268,7 +274,7 @@ class MeshServices:
             saved[service_id] = {
                 "name": owned.name, "address": owned.address, "port": owned.port,
                 "allocated": owned.allocated, "has_proxy": owned.has_proxy,
-                "registration": owned.registration, "upstreams": owned.upstreams,
+                "registration": owned.registration, "upstreams": list(owned.upstreams.values()),
                 "placeholder": owned.listener is not None, "reregistrations": owned.reregistrations,
                 "ttl": {"id": check.check_id, "status": check.status, "ttl": int(check.interval * 1000)}
                 if check else None,
@@ -284,7 +290,7 @@ class MeshServices:
         owned = OwnedService(service_id, saved["name"], saved["address"], saved["port"], saved["allocated"])
         owned.has_proxy = saved["has_proxy"]
         owned.registration = saved["registration"]
-        owned.upstreams = saved["upstreams"]
+        owned.upstreams = {u["name"]: u for u in saved["upstreams"]}
         owned.reregistrations = saved["reregistrations"]
         for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
             self._ports.hold(port)

@@ -99,12 +99,16 @@ class Supervisord:
         with open(self.logfile, errors="replace") as f:
             return f.read()
 
-    def stop(self):
+    def terminate(self, sig=signal.SIGTERM):
+        """Send ``sig`` to supervisord and wait for it to exit; its directory stays."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def stop(self):
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
