@@ -211,7 +211,7 @@ class MeshServices:
         try:
             yield self.consul(self.agent.deregister, service_id)
             self._ttl.remove(service_id)
-            if owned.has_proxy:
+            if service_id in self.proxies.ids():  # an operator may have used stopProxy
                 yield from self.proxies.stop(service_id)
         finally:
             self._busy.discard(service_id)
