@@ -75,6 +75,7 @@ class MainLoop:
         self._pipe = None
         self._lock = threading.Lock()
         self._timers = _Timers(self.call_soon)
+        self.pollers = set()  # main-thread checks re-run after every wake (see tasks.Wait)
 
     def attach(self):
         with self._lock:
@@ -108,16 +109,21 @@ class MainLoop:
         self._timers.add(delay, fn)
 
     def run_pending(self):
-        """Run the queued calls; main thread only.  Errors are logged, never raised."""
+        """Run the queued calls, then the pollers; main thread only.  Errors are logged, never raised."""
         while True:
             try:
                 fn = self._calls.get_nowait()
             except queue.Empty:
-                return
-            try:
-                fn()
-            except Exception as exc:  # an exception here would kill supervisord
-                self._log_error("meshx: internal error in %r: %r" % (fn, exc))
+                break
+            self._run(fn)
+        for poll in list(self.pollers):
+            self._run(poll)
+
+    def _run(self, fn):
+        try:
+            fn()
+        except Exception as exc:  # an exception here would kill supervisord
+            self._log_error("meshx: internal error in %r: %r" % (fn, exc))
 
 
 class _Timers:

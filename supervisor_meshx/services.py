@@ -31,7 +31,7 @@ DEFAULT_TEMPLATE = {
     # run directly, not through /bin/sh -c, so that proxy_executables means something
     "proxy": ["consul", "connect", "proxy", "-log-level", "err", "-sidecar-for", "{{id}}"],
 }
-HEALTH_POLL = 0.05  # seconds between health queries while start waits for passing
+HEALTH_POLL = 0.25  # seconds between health queries while start waits for passing
 MAX_TIMEOUT_MS = 600000
 
 
@@ -147,15 +147,20 @@ class MeshServices:
         return self._owned[service_id].result(already_started=True)
 
     def _wait_passing(self, service_id, timeout_ms):
+        """Query the agent's health, again after each TTL update (or every HEALTH_POLL s)."""
         deadline = time.monotonic() + timeout_ms / 1000.0
         while True:
+            check = self._ttl.get(service_id)
+            sent = check.sent_count if check else 0
             status = yield self.consul(self.agent.health, service_id)
             if status == "passing":
                 return
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise MeshxFault("SERVICE_ALIVE_TIMEOUT", "%s not passing within %d ms (last: %s)"
                                  % (service_id, timeout_ms, status or "unknown"))
-            yield Wait(lambda: False, timeout=HEALTH_POLL)
+            yield Wait(lambda: check is not None and check.sent_count != sent,
+                       timeout=min(HEALTH_POLL, remaining))
 
     def _params(self, service):
         if isinstance(service, str):

@@ -21,7 +21,11 @@ DEFERRED_DELAY = 0.05
 
 
 class Wait:
-    """Poll ``predicate`` on the main loop every ``interval`` s, at most ``timeout`` s."""
+    """Wait on the main loop until ``predicate()`` holds, at most ``timeout`` s.
+
+    It is checked whenever the loop is woken through MainLoop (a finished
+    Consul call, a proxy state change, ...) and at least every ``interval`` s.
+    """
 
     def __init__(self, predicate, timeout, interval=0.05):
         self.predicate = predicate
@@ -37,6 +41,7 @@ class Task:
         self.done = False
         self._result = None
         self._error = None
+        self._waiting = None
         self._advance(None, None)
 
     def outcome(self):
@@ -75,15 +80,38 @@ class Task:
             self._advance(None, error)
 
     def _poll(self, wait):
+        """Check ``wait`` now, after every wake of the loop, and every ``interval`` s."""
+        if self._check(wait):
+            return
+        self._waiting = wait
+        self._loop.pollers.add(self._recheck)
+        self._loop.call_later(wait.interval, lambda: self._tick(wait))
+
+    def _tick(self, wait):
+        if self._waiting is wait and not self._check(wait):
+            self._loop.call_later(wait.interval, lambda: self._tick(wait))
+
+    def _recheck(self):
+        if self._waiting is not None:
+            self._check(self._waiting)
+
+    def _check(self, wait):
+        """True if the wait is over (and the task has moved on)."""
         try:
             held = bool(wait.predicate())
         except Exception as exc:
+            self._stop_waiting()
             self._advance(None, exc)
-            return
+            return True
         if held or time.monotonic() >= wait.deadline:
+            self._stop_waiting()
             self._advance(held, None)
-        else:
-            self._loop.call_later(wait.interval, lambda: self._poll(wait))
+            return True
+        return False
+
+    def _stop_waiting(self):
+        self._waiting = None
+        self._loop.pollers.discard(self._recheck)
 
     def _finish(self, result, error):
         self.done = True

@@ -28,6 +28,7 @@ class TtlCheck:
         self.in_flight = False
         self.changed_in_flight = False
         self.sent = None  # the status Consul last accepted
+        self.sent_count = 0
         self.failures = 0
 
 
@@ -118,6 +119,7 @@ class TtlKeeper:
             check.in_flight = False
             if error is None:
                 check.sent = status
+                check.sent_count += 1
                 check.failures = 0
                 check.due = now + check.interval
             else:
