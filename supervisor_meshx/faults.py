@@ -7,6 +7,8 @@ supervisord alone would report as ``UNKNOWN: ...``.
 """
 from supervisor.xmlrpc import Faults, RPCError
 
+from supervisor_meshx.wire import NOT_XML
+
 PLUGIN_FAULTS = {
     "COMMAND_NOT_ALLOWED": 1001,
     "SERVICE_NOT_OWNED": 1002,
@@ -30,4 +32,4 @@ class MeshxFault(RPCError):
         RPCError.__init__(self, fault_code(name))
         self.name = name
         self.detail = detail
-        self.text = "%s: %s" % (name, detail)
+        self.text = NOT_XML.sub("\ufffd", "%s: %s" % (name, detail))

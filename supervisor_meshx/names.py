@@ -12,12 +12,14 @@ from supervisor_meshx.faults import MeshxFault
 
 GROUP_PREFIX = "meshx-"
 
-_DNS_SAFE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+# 128 at most: supervisord names log files after the group, and file names
+# are limited to 255 bytes
+_DNS_SAFE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,126}[A-Za-z0-9])?\Z")
 
 
 def checked_service_id(value, what="service id"):
     if not isinstance(value, str) or not _DNS_SAFE.match(value):
-        raise MeshxFault("BAD_NAME", "%s must be 1-253 letters, digits, '-' or '.', "
+        raise MeshxFault("BAD_NAME", "%s must be 1-128 letters, digits, '-' or '.', "
                          "starting and ending with a letter or digit: %s" % (what, _shown(value)))
     return value
 

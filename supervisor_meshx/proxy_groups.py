@@ -16,6 +16,7 @@ from supervisor_meshx.names import checked_service_id, group_name
 from supervisor_meshx.proxy_process import NEVER, ProxyProcessConfig
 from supervisor_meshx.restart_policy import RestartRecord
 from supervisor_meshx.tasks import Wait
+from supervisor_meshx.wire import NOT_XML
 
 
 class Proxy:
@@ -93,8 +94,11 @@ class ProxyGroups:
             return False
         record = RestartRecord(restarts)
         group_config = self._group_config(service_id, argv, record)
+        try:
+            self._supervisord.add_process_group(group_config)  # creates the log files
+        except OSError as exc:
+            raise MeshxFault("FAILED", "cannot add group %s: %s" % (group_config.name, exc))
         self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
-        self._supervisord.add_process_group(group_config)
         self.process(service_id).spawn()
         self._on_change()
         return True
@@ -201,8 +205,8 @@ class ProxyGroups:
 def _checked_argv(cmd):
     if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
         raise MeshxFault("BAD_ARGUMENTS", "cmd must be a list of strings")
-    if any("\0" in arg for arg in cmd):
-        raise MeshxFault("BAD_ARGUMENTS", "cmd must not contain NUL characters")
+    if any(NOT_XML.search(arg) for arg in cmd):
+        raise MeshxFault("BAD_ARGUMENTS", "cmd must not hold control characters")
     return list(cmd)
 
 

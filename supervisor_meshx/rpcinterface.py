@@ -5,9 +5,10 @@ Enable it in supervisord.conf::
     [rpcinterface:meshx]
     supervisor.rpcinterface_factory = supervisor_meshx.rpcinterface:make_meshx_rpcinterface
 """
+from supervisor.http import NOT_DONE_YET
 from supervisor.states import SupervisorStates
 
-from supervisor_meshx import API_VERSION, tasks
+from supervisor_meshx import API_VERSION, supervisor_fixes, tasks
 from supervisor_meshx.config import ConfigError
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
@@ -25,11 +26,19 @@ class MeshxNamespaceRPCInterface:
         return self._plugin
 
     def _now(self, fn, *args):
-        return tasks.call(lambda: fn(*args), self._plugin.log_error)
+        return to_xmlrpc(tasks.call(lambda: fn(*args), self._plugin.log_error))
 
     def _steps(self, steps, *args):
         plugin = self._plugin
-        return tasks.call(lambda: tasks.run(plugin.loop, steps(*args), plugin.log_error), plugin.log_error)
+        result = tasks.call(lambda: tasks.run(plugin.loop, steps(*args), plugin.log_error), plugin.log_error)
+        if not callable(result):
+            return to_xmlrpc(result)
+
+        def deferred():
+            value = result()
+            return value if value is NOT_DONE_YET else to_xmlrpc(value)
+        deferred.delay = result.delay
+        return deferred
 
     def getAPIVersion(self):
         """Return the version of the meshx RPC API.
@@ -148,7 +157,7 @@ class MeshxNamespaceRPCInterface:
         config = yield services.consul(services.agent.service, service_id)
         if config is None:
             raise MeshxFault("BAD_NAME", "the Consul agent has no service %s" % service_id)
-        return to_xmlrpc(config)
+        return config
 
     def getTtlStatus(self, service_id):
         """Return the TTL status set for a service (what Consul gets while its proxy runs).
@@ -203,6 +212,7 @@ class MeshxNamespaceRPCInterface:
 
 def make_meshx_rpcinterface(supervisord, **config):
     """supervisord's ``supervisor.rpcinterface_factory`` for the meshx namespace."""
+    supervisor_fixes.install()
     try:
         return MeshxNamespaceRPCInterface(plugin_for(supervisord, config))
     except ConfigError as exc:

@@ -166,6 +166,10 @@ class MeshServices:
         if isinstance(service, str):
             params = {"name": service}
         elif isinstance(service, dict):
+            try:
+                templates.check_data(service, "service")
+            except templates.TemplateError as exc:
+                raise MeshxFault("BAD_ARGUMENTS", str(exc))
             params = copy.deepcopy(service)
         else:
             raise MeshxFault("BAD_ARGUMENTS", "service must be a name or a struct with a name")
@@ -178,8 +182,9 @@ class MeshServices:
         given_address, given_port = params.get("address"), params.get("port")
         if given_address is not None or given_port is not None:
             if not (isinstance(given_address, str) and given_address
-                    and isinstance(given_port, int) and not isinstance(given_port, bool)):
-                raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (an integer) go together")
+                    and isinstance(given_port, int) and not isinstance(given_port, bool)
+                    and 0 < given_port < 65536):
+                raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (1-65535) go together")
             return OwnedService(params["id"], params["name"], given_address, given_port, False)
         try:
             port = self._ports.allocate_service()

@@ -14,6 +14,8 @@ import re
 
 from chevron.tokenizer import ChevronError, tokenize
 
+from supervisor_meshx.wire import NOT_XML
+
 MAX_DEPTH = 32  # nested dicts/lists in templates and variables; nested sections
 MAX_STRING = 64 * 1024  # characters in one template string
 MAX_OUTPUT = 1024 * 1024  # characters of rendered text, whole template together
@@ -75,6 +77,12 @@ def _where(path):
     return text.lstrip(".")
 
 
+def check_data(value, name):
+    """Raise TemplateError unless ``value`` is JSON-like, nested at most
+    MAX_DEPTH levels, and its strings hold only characters XML can carry."""
+    _check(value, (name,))
+
+
 def _check(value, path):
     """Reject anything that is not JSON-like or is nested too deeply."""
     if isinstance(value, (dict, list, tuple)) and len(path) > MAX_DEPTH:
@@ -87,6 +95,8 @@ def _check(value, path):
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _check(item, path + (index,))
+    elif isinstance(value, str) and NOT_XML.search(value):
+        raise TemplateError(f"{_where(path)}: holds a control character")
     elif isinstance(value, float) and not math.isfinite(value):
         raise TemplateError(f"{_where(path)}: {value} is not a valid number")
     elif value is not None and not isinstance(value, (str, int, float)):

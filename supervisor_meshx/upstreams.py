@@ -45,9 +45,9 @@ class Upstreams:
                 known = owned.upstreams.get(params["name"]) or added.get(params["name"])
                 results.append(dict(known) if known else self._new(params, template, added))
             if added:
-                registration = _with_upstreams(owned.registration, [u["definition"] for u in
-                                               list(owned.upstreams.values()) + list(added.values())])
                 try:
+                    registration = _with_upstreams(owned.registration, [u["definition"] for u in
+                                                   list(owned.upstreams.values()) + list(added.values())])
                     yield self._services.consul(self._services.agent.register, registration)
                 except MeshxFault:
                     for upstream in added.values():
@@ -136,9 +136,13 @@ def _checked_template(template):
 
 
 def _upstream_params(upstream):
-    params = {"name": upstream} if isinstance(upstream, str) else copy.deepcopy(upstream)
-    if not isinstance(params, dict):
+    if not isinstance(upstream, (str, dict)):
         raise MeshxFault("BAD_ARGUMENTS", "an upstream is a name or a struct with a name")
+    try:
+        templates.check_data(upstream, "upstream")
+    except templates.TemplateError as exc:
+        raise MeshxFault("BAD_ARGUMENTS", str(exc))
+    params = {"name": upstream} if isinstance(upstream, str) else copy.deepcopy(upstream)
     checked_service_id(params.get("name"), "upstream name")
     return params
 

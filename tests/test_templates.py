@@ -261,8 +261,10 @@ def test_unknown_keys_are_kept_and_non_dicts_rejected():
 
 keys = st.text(max_size=8)
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+# what XML-RPC can carry: no control characters (they are refused, see below)
+xml_text = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\t\n\r"))
 json_like = st.recursive(
-    scalars | st.text(),
+    scalars | xml_text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
     max_leaves=20,
 )
@@ -297,3 +299,11 @@ def without_tags(value):
 @given(template=json_like.filter(without_tags), variables=st.dictionaries(keys, json_like, max_size=3))
 def test_template_without_tags_renders_to_an_equal_structure(template, variables):
     assert render(template, variables) == template
+
+
+@pytest.mark.parametrize("text", ["\x00", "a\x1b[2J", "\x7f\x01", "\ud800"])
+def test_control_characters_are_refused(text):
+    with pytest.raises(TemplateError, match="control character"):
+        render({"Name": text}, {})
+    with pytest.raises(TemplateError, match="control character"):
+        render({"Name": "{{x}}"}, {"x": text})
