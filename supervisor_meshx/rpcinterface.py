@@ -117,6 +117,17 @@ class MeshxNamespaceRPCInterface:
         plugin = self._ready()
         return self._steps(plugin.services.start, service, template, force, timeout)
 
+    def startMany(self, services, template=None, force=False, timeout=5000):
+        """Start several mesh services at once, as meshx.start would each.
+
+        @param array services   names or structs, as for meshx.start (at most 1000)
+        @param struct template  {registration, ttl, proxy}, for every service
+        @param boolean force    take over services registered by someone else
+        @param int timeout      milliseconds each may take to pass; 0 does not wait
+        @return array results   in order: the struct meshx.start returns, or {service, error}
+        """
+        return self._steps(self._ready().services.start_many, services, template, force, timeout)
+
     def stop(self, service_id):
         """Stop a mesh service: deregister it and its sidecar, stop its TTL
         updates and its proxy, release its endpoint.

@@ -11,12 +11,14 @@ import socket
 import time
 from concurrent.futures import Future
 
+from supervisor.xmlrpc import RPCError
+
 from supervisor_meshx import templates
 from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
-from supervisor_meshx.tasks import Wait
+from supervisor_meshx.tasks import Task, Wait
 from supervisor_meshx.ttl import STATUSES
 
 DEFAULT_TEMPLATE = {
@@ -33,6 +35,7 @@ DEFAULT_TEMPLATE = {
 }
 HEALTH_POLL = 0.25  # seconds between health queries while start waits for passing
 MAX_TIMEOUT_MS = 600000
+MAX_BATCH = 1000  # services in one startMany call
 
 
 class OwnedService:
@@ -139,6 +142,15 @@ class MeshServices:
         self._owned[service_id] = owned
         self.changed()
         return owned.result()
+
+    def start_many(self, services, template, force, timeout):
+        """Steps: start every service concurrently; one result or error per service, in order."""
+        if not isinstance(services, list) or len(services) > MAX_BATCH:
+            raise MeshxFault("BAD_ARGUMENTS", "services must be a list of at most %d" % MAX_BATCH)
+        started = [Task(self._loop, self.start(service, template, force, timeout), self._log)
+                   for service in services]
+        yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 60)
+        return [_outcome(task, service) for task, service in zip(started, services)]
 
     def _already_started(self, service_id):
         status = yield self.consul(self.agent.health, service_id)
@@ -327,6 +339,19 @@ class MeshServices:
                 self.changed()
         finally:
             owned.reconciling = False
+
+
+def _outcome(task, service):
+    try:
+        return task.outcome()
+    except RPCError as exc:
+        return {"service": _label(service), "error": exc.text}
+
+
+def _label(service):
+    if isinstance(service, dict):
+        service = service.get("id") or service.get("name")
+    return service if isinstance(service, str) else ""
 
 
 class _Plan:

@@ -121,6 +121,19 @@ def test_template_variables_and_typed_leaves(mesh, consul_agent):
     assert service["Port"] == result["port"]
 
 
+def test_start_many_starts_services_concurrently(mesh, consul_double, port_range):
+    server = mesh(consul_double)
+    consul_double.latency = 0.2
+    started = time.monotonic()
+    results = server.rpc.meshx.startMany(["a", {"name": "b", "id": "b-blue"}, "bad name", "c"])
+    assert time.monotonic() - started < 4  # one at a time would take at least 4 x 3 x 0.2 s
+    assert [r.get("service_id") for r in results] == ["a-node1", "b-blue", None, "c-node1"]
+    assert results[2]["service"] == "bad name" and results[2]["error"].startswith("BAD_NAME: ")
+    assert len({r["port"] for r in results if "port" in r}) == 3
+    assert server.rpc.meshx.list() == ["a-node1", "b-blue", "c-node1"]
+    assert fault_of(server.rpc.meshx.startMany, "a").faultCode == 3
+
+
 def test_already_started_and_invalid_state(mesh, consul_agent):
     rpc = mesh(consul_agent).rpc
     first = rpc.meshx.start("web")
