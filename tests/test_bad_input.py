@@ -42,7 +42,7 @@ INT32 = (-2 ** 31, 2 ** 31 - 1)
 
 METHODS = ("getAPIVersion", "startProxy", "stopProxy", "restart", "info", "start", "stop", "list",
            "status", "serviceConfig", "getTtlStatus", "setTtlStatus", "connect", "disconnect",
-           "listUpstreams")
+           "listUpstreams", "startMany")
 
 
 # ---------------------------------------------------------------------------
@@ -298,6 +298,13 @@ def check_result(method, args, value):
     elif method == "start":
         _struct(value, {"service_id": str, "address": str, "port": int, "already_started": bool})
         assert DNS_SAFE.match(value["service_id"])
+    elif method == "startMany":
+        assert isinstance(value, list) and len(value) == len(args[0])
+        for row in value:
+            if "error" in row:
+                _struct(row, {"service": str, "error": str})
+            else:
+                check_result("start", args, row)
     elif method == "list":
         _strings(value)
         assert all(DNS_SAFE.match(v) for v in value) and value == sorted(value)
