@@ -5,15 +5,14 @@ Enable it in supervisord.conf::
     [rpcinterface:meshx]
     supervisor.rpcinterface_factory = supervisor_meshx.rpcinterface:make_meshx_rpcinterface
 """
-from supervisor.http import NOT_DONE_YET
 from supervisor.states import SupervisorStates
 
 from supervisor_meshx import API_VERSION, supervisor_fixes, tasks
 from supervisor_meshx.config import ConfigError
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
-from supervisor_meshx.wire import to_xmlrpc
 from supervisor_meshx.plugin import plugin_for
+from supervisor_meshx.wire import to_xmlrpc
 
 
 class MeshxNamespaceRPCInterface:
@@ -30,15 +29,8 @@ class MeshxNamespaceRPCInterface:
 
     def _steps(self, steps, *args):
         plugin = self._plugin
-        result = tasks.call(lambda: tasks.run(plugin.loop, steps(*args), plugin.log_error), plugin.log_error)
-        if not callable(result):
-            return to_xmlrpc(result)
-
-        def deferred():
-            value = result()
-            return value if value is NOT_DONE_YET else to_xmlrpc(value)
-        deferred.delay = result.delay
-        return deferred
+        return tasks.call(lambda: tasks.run(plugin.loop, steps(*args), plugin.log_error, to_xmlrpc),
+                          plugin.log_error)
 
     def getAPIVersion(self):
         """Return the version of the meshx RPC API.

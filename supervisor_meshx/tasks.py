@@ -139,16 +139,16 @@ def call(fn, log_error):
         raise unexpected_fault(exc, log_error)
 
 
-def run(loop, steps, log_error):
-    """Start ``steps``; return its result now if it finished, else a deferred."""
+def run(loop, steps, log_error, present=lambda value: value):
+    """Start ``steps``; return ``present(result)`` now if it finished, else a deferred."""
     task = Task(loop, steps, log_error)
     if task.done:
-        return task.outcome()
+        return present(task.outcome())
 
     def deferred():
         if not task.done:
             return NOT_DONE_YET
-        return task.outcome()
+        return present(task.outcome())
 
     deferred.delay = DEFERRED_DELAY
     return deferred
