@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from supervisor.medusa import asyncore_25 as asyncore
 
+WORKERS = 16  # threads for Consul calls, state writes and orphan checks
+
 
 class _WakePipe:
     """A dispatcher in supervisord's socket map; reading it runs queued calls."""
@@ -68,13 +70,12 @@ class MainLoop:
     stops or reloads, because a reload closes every inherited descriptor.
     """
 
-    def __init__(self, log_error, max_workers=16):
+    def __init__(self, log_error):
         self._log_error = log_error
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="meshx")
+        self._executor, self._timers = _process_wide()
         self._calls = queue.SimpleQueue()
         self._pipe = None
         self._lock = threading.Lock()
-        self._timers = _Timers(self.call_soon)
         self.pollers = set()  # main-thread checks re-run after every wake (see tasks.Wait)
 
     def attach(self):
@@ -106,7 +107,7 @@ class MainLoop:
         self.wake()
 
     def call_later(self, delay, fn):
-        self._timers.add(delay, fn)
+        self._timers.add(delay, lambda: self.call_soon(fn))
 
     def run_pending(self):
         """Run the queued calls, then the pollers; main thread only.  Errors are logged, never raised."""
@@ -126,15 +127,26 @@ class MainLoop:
             self._log_error("meshx: internal error in %r: %r" % (fn, exc))
 
 
+_shared = None
+
+
+def _process_wide():
+    """One thread pool and one timer thread for the process, kept across reloads
+    (each reload makes a new plugin instance; new threads each time would pile up)."""
+    global _shared
+    if _shared is None:
+        _shared = (ThreadPoolExecutor(WORKERS, thread_name_prefix="meshx"), _Timers())
+    return _shared
+
+
 class _Timers:
-    """One thread that hands each function to ``due`` once its delay has passed.
+    """One thread that runs each function (quickly, e.g. MainLoop.call_soon) once its delay has passed.
 
     The thread starts on first use, after supervisord has daemonized (threads
     started before the fork would not exist in the daemon).
     """
 
-    def __init__(self, due):
-        self._due = due
+    def __init__(self):
         self._heap = []
         self._order = itertools.count()
         self._cond = threading.Condition()
@@ -155,4 +167,4 @@ class _Timers:
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
                 _when, _order, fn = heapq.heappop(self._heap)
-            self._due(fn)
+            fn()
