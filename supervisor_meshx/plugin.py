@@ -25,7 +25,7 @@ from supervisor_meshx.state_file import VERSION, StateFile
 from supervisor_meshx.ttl import TtlKeeper
 from supervisor_meshx.upstreams import Upstreams
 
-SAVE_DELAY = 0.05  # seconds over which changes are gathered into one write
+SAVE_DELAY = 0.1  # seconds over which changes are gathered into one write
 _current = None
 
 

@@ -44,9 +44,10 @@ class StateFile:
             return empty_state()
 
     def save(self, state):
-        """Queue ``state`` (a JSON-ready dict) for writing; the newest one wins."""
+        """Queue ``state`` (a JSON-ready snapshot nobody changes any more) for
+        writing; the newest one wins.  Serialised on the worker, off the main loop."""
         with self._lock:
-            self._pending = json.dumps(state, sort_keys=True)
+            self._pending = state
             if self._writing:
                 return
             self._writing = True
@@ -60,12 +61,12 @@ class StateFile:
         with self._write_lock:
             while True:
                 with self._lock:
-                    text, self._pending = self._pending, None
-                    if text is None:
+                    state, self._pending = self._pending, None
+                    if state is None:
                         self._writing = False
                         return
                 try:
-                    self._write(text)
+                    self._write(json.dumps(state, sort_keys=True))
                 except OSError as exc:
                     self._log("meshx: cannot write state file %s: %s" % (self.path, exc))
 
