@@ -25,7 +25,7 @@ from supervisor_meshx.state_file import VERSION, StateFile
 from supervisor_meshx.ttl import TtlKeeper
 from supervisor_meshx.upstreams import Upstreams
 
-SAVE_DELAY = 0.1  # seconds over which changes are gathered into one write
+SAVE_DELAY = 0.25  # seconds over which changes are gathered into one write
 _current = None
 
 
@@ -89,10 +89,11 @@ class MeshxPlugin:
         for service_id, entry in proxies.items():
             self._try("restore proxy %s" % service_id, self.proxies.start, service_id, entry["cmd"],
                       entry["restarts"])
-        self.restored = True
-        self.changed()
         for service_id, entry in saved["services"].items():
             yield from self._quietly(self.services.reconcile(service_id, count=not entry.get("deregistered")))
+            self.services.resume_ttl(service_id, entry)
+        self.restored = True  # from now on the state file follows every change
+        self.changed()
 
     def _try(self, what, fn, *args):
         try:

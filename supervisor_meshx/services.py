@@ -304,10 +304,10 @@ class MeshServices:
         return saved
 
     def adopt(self, service_id, saved):
-        """Own a service saved by an earlier run again: endpoint, upstreams, TTL.
+        """Own a service saved by an earlier run again: endpoint and upstreams.
 
         The proxy is adopted by ProxyGroups; ``reconcile`` then makes sure
-        Consul has the registration.
+        Consul has the registration, and ``resume_ttl`` restarts the updates.
         """
         owned = OwnedService(service_id, saved["name"], saved["address"], saved["port"], saved["allocated"])
         owned.has_proxy = saved["has_proxy"]
@@ -318,9 +318,13 @@ class MeshServices:
             self._ports.hold(port)
         if saved["placeholder"]:
             owned.listener = self._listen(owned)
-        if saved["ttl"]:
-            self._ttl.add(service_id, saved["ttl"]["id"], saved["ttl"]["status"], saved["ttl"]["ttl"])
         self._owned[service_id] = owned
+
+    def resume_ttl(self, service_id, saved):
+        """After ``reconcile``: an update before it could find the check missing
+        and count a re-registration that was only our own shutdown's doing."""
+        if saved["ttl"] and service_id in self._owned:
+            self._ttl.add(service_id, saved["ttl"]["id"], saved["ttl"]["status"], saved["ttl"]["ttl"])
 
     def reconcile(self, service_id, count=True):
         """Steps: register an owned service again if the agent has lost it."""

@@ -106,8 +106,10 @@ class TtlKeeper:
                 check.in_flight = True
                 status, output = self.effective(check)
                 batch.append((check, status, output))
-        for start in range(0, len(batch), BATCH):
-            part = batch[start:start + BATCH]
+        # a changed status (a start waits for it) goes alone, not behind regular updates
+        urgent = [[entry] for entry in batch if entry[0].due == 0.0]
+        regular = [entry for entry in batch if entry[0].due != 0.0]
+        for part in urgent + [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)]:
             future = self._loop.submit(self._send, [(c.check_id, s, o) for c, s, o in part])
             future.add_done_callback(lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f)))
         self._reschedule()

@@ -1708,11 +1708,12 @@ class AgentAPI:
 
     def _set_ttl(self, request, check_id, status, output):
         principal = self.acl.resolve(request.token)
-        check = self._known_check(check_id)
-        self._require_check_write(principal, check)
-        if not check.is_ttl:
-            raise HTTPError(500, 'CheckID "%s" does not have associated TTL' % check_id)
-        self.state.update_ttl(check_id, status, output)
+        with self.state.lock:  # a deregistration in between must give 404, not a KeyError
+            check = self._known_check(check_id)
+            self._require_check_write(principal, check)
+            if not check.is_ttl:
+                raise HTTPError(500, 'CheckID "%s" does not have associated TTL' % check_id)
+            self.state.update_ttl(check_id, status, output)
         return Response()
 
     # -- health ---------------------------------------------------------------------------------------------
