@@ -14,11 +14,11 @@ import time
 from supervisor_meshx.consul_agent import ConsulUnavailable
 
 STATUSES = ("passing", "warning", "critical")
-BATCH = 50  # updates sent by one worker thread in one go
-# A regular update may go out this much early (at most a quarter of its
-# interval), so that one timer tick serves all updates due close together:
-# every tick costs supervisord a loop iteration over all its processes.
-EARLY = 0.5
+BATCH = 100  # updates sent by one worker thread in one go
+# Regular updates go out in ticks at least this far apart, each sending what
+# is due before the next one (so up to this much early, at most a quarter of
+# the interval): every tick costs supervisord a loop pass over all its processes.
+EARLY = 1.0
 RETRY_CAP = 5.0  # seconds between retries while the agent is unreachable
 
 
@@ -29,6 +29,7 @@ class TtlCheck:
         self.status = status
         self.interval = interval
         self.due = 0.0
+        self.sent_at = 0.0
         self.early = min(EARLY, interval / 4.0)
         self.in_flight = False
         self.changed_in_flight = False
@@ -48,6 +49,7 @@ class TtlKeeper:
         self._log = log
         self._checks = {}
         self._next_tick = math.inf
+        self._last_tick = -math.inf
         self._agent_down = False
         self._stopped = False
 
@@ -99,11 +101,12 @@ class TtlKeeper:
         if time.monotonic() < self._next_tick - 0.001:
             return  # superseded by an earlier tick that rescheduled
         self._next_tick = math.inf
-        now = time.monotonic()
+        now = self._last_tick = time.monotonic()
         batch = []
         for check in self._checks.values():
             if not check.in_flight and check.due - check.early <= now:
                 check.in_flight = True
+                check.sent_at = now
                 status, output = self.effective(check)
                 batch.append((check, status, output))
         # a changed status (a start waits for it) goes alone, not behind regular updates
@@ -115,9 +118,12 @@ class TtlKeeper:
         self._reschedule()
 
     def _reschedule(self):
-        waiting = [c.due - c.early for c in self._checks.values() if not c.in_flight]
+        waiting = [c for c in self._checks.values() if not c.in_flight]
         if waiting:
-            self._schedule(max(0.0, min(waiting) - time.monotonic()))
+            earliest = min(c.due - c.early for c in waiting)
+            if earliest > 0.0:  # not a changed status: keep regular ticks apart
+                earliest = max(earliest, self._last_tick + min(c.early for c in waiting))
+            self._schedule(max(0.0, earliest - time.monotonic()))
 
     def _sent(self, part, future):
         results = future.result()  # _send never raises
@@ -128,7 +134,7 @@ class TtlKeeper:
                 check.sent = status
                 check.sent_count += 1
                 check.failures = 0
-                check.due = now + check.interval
+                check.due = check.sent_at + check.interval  # from the send, so a slow agent adds no drift
             else:
                 check.failures += 1
                 check.due = now + min(check.interval, RETRY_CAP, 0.1 * 2 ** check.failures)
