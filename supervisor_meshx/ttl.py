@@ -134,8 +134,9 @@ class TtlKeeper:
                 check.sent = status
                 check.sent_count += 1
                 check.failures = 0
-                # keep the cadence of the interval, however early or late this one went out
-                check.due = max(check.due or check.sent_at, now - check.interval) + check.interval
+                # never more than the interval between two sends, so a check whose
+                # TTL is the interval itself doesn't expire
+                check.due = check.sent_at + check.interval
             else:
                 check.failures += 1
                 check.due = now + min(check.interval, RETRY_CAP, 0.1 * 2 ** check.failures)
