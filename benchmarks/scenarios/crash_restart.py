@@ -1,0 +1,97 @@
+"""3. Crash to restart: SIGKILL a RUNNING proxy, time until its replacement is RUNNING.
+
+meshx side: 20 services (10 with --quick) started with meshx.start, each proxy killed once
+(the plugin's first restart after a failure is immediate; later consecutive
+ones back off, and max_proxy_restarts caps them, so one kill per proxy).
+Baseline: a plain supervisord program (numprocs=20, autorestart=true,
+startsecs=1, same as the proxies), each process killed once.  Both in one
+supervisord, samples alternating; the client polls meshx.info /
+supervisor.getProcessInfo every POLL seconds.
+"""
+import os
+import signal
+import time
+
+from benchmarks.context import at_most, row
+from benchmarks.server import STARTSECS, STOPWAITSECS, STANDIN
+from benchmarks.stats import median, percentile, ratio, summary_ms
+from benchmarks.workload import all_running, meshx_start, start_many, wait_until
+
+NAME = "3. crash to restart"
+TARGET = 1.1
+POLL = 0.005
+
+PROGRAM = """
+[program:crash]
+command = {command}
+process_name = %(program_name)s-%(process_num)02d
+numprocs = {count}
+autostart = true
+autorestart = true
+startsecs = {startsecs}
+stopwaitsecs = {stopwaitsecs}
+stopasgroup = true
+killasgroup = true
+"""
+
+
+def run(ctx):
+    samples = 10 if ctx.quick else 20
+    ctx.check_budget(samples * 2 * 1.5 + 10, NAME)
+    extra = PROGRAM.format(command=" ".join(STANDIN), count=samples, startsecs=STARTSECS,
+                           stopwaitsecs=STOPWAITSECS)
+    with ctx.environment(max_processes=2 * samples + 10, extra_config=extra) as (_double, server):
+        ids = ["crash-%02d" % i for i in range(samples)]
+        started = start_many(server, ids, meshx_start(), samples)
+        if started["failed"]:
+            raise RuntimeError("meshx.start failed: %s" % started["failures"])
+        wait_until(lambda: all_running(server, "crash-", samples), 30, what="crash programs RUNNING")
+        rpc = server.rpc()
+        meshx, baseline = [], []
+        for i in range(samples):
+            sides = [("meshx", _meshx_sample), ("baseline", _program_sample)]
+            if i % 2:
+                sides.reverse()
+            for side, sample in sides:
+                elapsed = sample(rpc, i)
+                (meshx if side == "meshx" else baseline).append(elapsed)
+            if i % 5 == 4:
+                ctx.log("  crash to restart: %d/%d samples" % (i + 1, samples))
+    median_ratio = ratio(median(meshx), median(baseline))
+    p99_ratio = ratio(percentile(meshx, 99), percentile(baseline, 99))
+    m, b = summary_ms(meshx), summary_ms(baseline)
+    return {
+        "name": NAME,
+        "rows": [
+            row("kill -> RUNNING, median", m["p50_ms"], b["p50_ms"], median_ratio, "ratio <= %.1f" % TARGET,
+                at_most(median_ratio, TARGET), "ms"),
+            row("kill -> RUNNING, p99", m["p99_ms"], b["p99_ms"], p99_ratio, "ratio <= %.1f" % TARGET,
+                at_most(p99_ratio, TARGET), "ms"),
+        ],
+        "details": {"samples": samples, "poll_s": POLL, "meshx": m, "autorestart_program": b},
+    }
+
+
+def _meshx_sample(rpc, i):
+    service_id = "crash-%02d-bench" % i
+    return _kill_and_wait(lambda: rpc.meshx.info(service_id))
+
+
+def _program_sample(rpc, i):
+    name = "crash:crash-%02d" % i
+    return _kill_and_wait(lambda: rpc.supervisor.getProcessInfo(name), "statename")
+
+
+def _kill_and_wait(info, state_key="state", timeout=15.0):
+    before = info()
+    if before[state_key] != "RUNNING" or not before["pid"]:
+        raise RuntimeError("not RUNNING before the kill: %r" % before)
+    began = time.monotonic()
+    os.kill(before["pid"], signal.SIGKILL)
+    while True:
+        now = info()
+        if now[state_key] == "RUNNING" and now["pid"] not in (0, before["pid"]):
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            raise RuntimeError("no RUNNING replacement within %ss: %r" % (timeout, now))
+        time.sleep(POLL)
