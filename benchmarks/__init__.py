@@ -9,7 +9,6 @@ Modules, one job each:
   stats        medians, percentiles, ratios
   procs        the processes the harness started: /proc readings and clean-up
   consul       the Consul double in a child process, and a by-hand Consul client
-  fast_double  the double's alias checks made incremental (it is O(N^2) otherwise)
   server       one supervisord (meshx + twiddler loaded) in a short /tmp directory
   context      mode, time budget, progress lines, environments (double + supervisord)
   workload     starting many services or programs with concurrent clients; timing loops

@@ -5,9 +5,7 @@ threads (a TTL timer per check, a TCP prober per sidecar).  Run inside the
 harness they would compete for the harness's GIL and blur its timings, so it
 runs in a child process (``python -m benchmarks.consul``) steered over
 stdin/stdout with one JSON line per command.  It listens on 127.0.0.1 only.
-Its alias checks are made incremental first (``benchmarks.fast_double``):
-the double's own O(N^2) refresh would otherwise be what a 1000-service run
-measures.  Tracebacks it prints go to a log that ``stop`` counts.
+Tracebacks it prints go to a log that ``stop`` counts.
 """
 import json
 import os
@@ -143,8 +141,6 @@ def _count_expirations():
 def _serve():
     """Child side: run the double until told to quit or stdin closes."""
     from supervisor_meshx.testing.consul_double import ConsulDouble
-    from benchmarks import fast_double
-    fast_double.install()
     expirations = _count_expirations()
     double = ConsulDouble(node_name="bench", sidecar_port_range=SIDECAR_PORTS).start()
 

@@ -1075,25 +1075,30 @@ class AgentState:
         self.changed.notify_all()
 
     def _refresh_aliases(self):
+        # checks indexed by service once per refresh, not scanned per alias check:
+        # with N services a full scan per alias made every TTL update O(N^2)
+        by_service = {}
+        for check in self.checks.values():
+            by_service.setdefault(check.service_id, []).append(check)
+        aliases = [check for check in self.checks.values() if check.type == "alias"]
         for _ in range(5):  # aliases of aliases settle in a few rounds
             moved = False
-            for check in list(self.checks.values()):
-                if check.type == "alias":
-                    status, output = self._alias_result(check.check_type)
-                    if (check.status, check.output) != (status, output):
-                        self._set_status(check, status, output)
-                        moved = True
+            for check in aliases:
+                status, output = self._alias_result(check.check_type, by_service)
+                if (check.status, check.output) != (status, output):
+                    self._set_status(check, status, output)
+                    moved = True
             if not moved:
                 return
 
-    def _alias_result(self, check_type):
+    def _alias_result(self, check_type, by_service):
         node, service_id = check_type.get("AliasNode", ""), check_type.get("AliasService", "")
         if node and node != self.node_name:
             return CRITICAL, "Node %s could not be found" % node  # remote aliases are not supported
         status, output = PASSING, "No checks found."
-        for check in sorted(self.checks.values(), key=lambda c: c.id):
-            if check.service_id and (not service_id or check.service_id != service_id):
-                continue
+        # the service's checks and the node-level ones (service_id ""), in check-id order
+        candidates = by_service.get("", []) + (by_service.get(service_id, []) if service_id else [])
+        for check in sorted(candidates, key=lambda c: c.id):
             if check.status in (CRITICAL, WARNING):
                 status, output = check.status, 'Aliased check "%s" failing: %s' % (check.name, check.output)
                 if check.status == CRITICAL:
