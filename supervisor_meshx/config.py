@@ -31,6 +31,13 @@ def _non_negative_number(key, text):
     return value
 
 
+def _positive_number(key, text):
+    value = _non_negative_number(key, text)
+    if not value > 0:
+        raise ConfigError("%s must be above 0" % key)
+    return value
+
+
 def _restart_limit(key, text):
     if text.strip().lower() == "unlimited":
         return None
@@ -99,6 +106,14 @@ def _json_file(key, path):
     return value
 
 
+def _disjoint(*ranges):
+    for i, (key, (low, high)) in enumerate(ranges):
+        for other, (other_low, other_high) in ranges[i + 1:]:
+            if low <= other_high and other_low <= high:
+                raise ConfigError("%s %d-%d overlaps %s %d-%d: ports would be handed out twice"
+                                  % (key, low, high, other, other_low, other_high))
+
+
 class Settings:
     """Parsed settings, with the defaults documented in README."""
 
@@ -116,11 +131,14 @@ class Settings:
         "consul_cacert": (_text, ""),
         "consul_client_cert": (_text, ""),
         "consul_client_key": (_text, ""),
+        "consul_timeout": (_positive_number, "10"),
         "node_name": (_node_name, ""),
         "service_template": (_json_file, ""),
         "upstream_template": (_json_file, ""),
         "tcp_address": (_address, "127.0.0.1"),
-        "port_range": (_port_range, "1024-65535"),
+        "port_range": (_port_range, "22000-32767"),
+        "sidecar_port_range": (_port_range, "21000-21999"),
+        "reconcile_interval": (_positive_number, "30"),
         "state_file": (_text, ""),
         "deregister_on_shutdown": (_boolean, "true"),
     }
@@ -131,6 +149,7 @@ class Settings:
             raise ConfigError("unknown key(s) in [rpcinterface:meshx]: %s" % ", ".join(unknown))
         for key, (parse, default) in self.KEYS.items():
             setattr(self, key, parse(key, config.get(key, default)))
+        _disjoint(("port_range", self.port_range), ("sidecar_port_range", self.sidecar_port_range))
 
     def consul_connection(self):
         try:

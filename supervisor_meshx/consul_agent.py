@@ -14,8 +14,6 @@ import threading
 import requests
 from consul.std import HTTPClient
 
-# A hung agent must not hold a worker thread forever.
-REQUEST_TIMEOUT = 10.0
 
 
 class ConsulUnavailable(Exception):
@@ -32,8 +30,10 @@ class ConsulError(Exception):
 
 
 class ConsulAgent:
-    def __init__(self, connection):
+    def __init__(self, connection, timeout):
+        """``timeout``: seconds an agent call may take (a hung agent must not hold a worker forever)."""
         self._connection = connection
+        self._timeout = timeout
         self._local = threading.local()
         self._clients = []
         self._lock = threading.Lock()
@@ -43,7 +43,7 @@ class ConsulAgent:
         http = getattr(self._local, "http", None)
         if http is None:
             c = self._connection
-            http = HTTPClient(c.host, c.port, c.scheme, c.verify, c.cert, REQUEST_TIMEOUT)
+            http = HTTPClient(c.host, c.port, c.scheme, c.verify, c.cert, self._timeout)
             http.session.trust_env = False  # no HTTP_PROXY detour to a loopback agent
             self._local.http = http
             with self._lock:
@@ -96,6 +96,15 @@ class ConsulAgent:
         """The agent's definition of a service, or None if it has none."""
         response = self._request("GET", "/v1/agent/service/" + _segment(service_id))
         return json.loads(response.body) if self._ok(response, allow_404=True) else None
+
+    def services(self):
+        """Every service the agent has, by id (one call: the reconciler's periodic pass)."""
+        response = self._request("GET", "/v1/agent/services")
+        self._ok(response)
+        services = json.loads(response.body)
+        if not isinstance(services, dict):
+            raise ConsulError(response.code, "unexpected answer to /v1/agent/services")
+        return {k: v for k, v in services.items() if isinstance(v, dict)}
 
     def health(self, service_id):
         """passing, warning, critical or maintenance; None for an unknown service."""

@@ -6,26 +6,33 @@ event subscriptions.  ``plugin_for`` returns the same instance for the same
 supervisord, so nothing is subscribed, counted or started twice.  A reload
 or restart makes a new instance, which takes over from the state file.
 """
+import ipaddress
 import os
 import time
+from concurrent.futures import Future
 
 from supervisor import events
 from supervisor.states import SupervisorStates
 
-from supervisor_meshx import orphans, tasks
-from supervisor_meshx.config import Settings
+from supervisor_meshx import ownership, tasks
+from supervisor_meshx.config import ConfigError, Settings
 from supervisor_meshx.consul_agent import ConsulAgent
+from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.mainloop import MainLoop
+from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortAllocator
 from supervisor_meshx.proxy_groups import ProxyGroups
 from supervisor_meshx.proxy_process import ProxyProcess
+from supervisor_meshx.reconciler import Reconciler
 from supervisor_meshx.services import MeshServices
-from supervisor_meshx.state_file import VERSION, StateFile
+from supervisor_meshx.state_file import VERSION, StateFile, check_path
+from supervisor_meshx.tasks import Wait
 from supervisor_meshx.ttl import TtlKeeper
 from supervisor_meshx.upstreams import Upstreams
 
-SAVE_DELAY = 0.25  # seconds over which changes are gathered into one write
+SAVE_DELAY = 0.25  # seconds over which changes of proxies' states are gathered into one write
+RESTORE_TIMEOUT = 120.0  # seconds a call waits for the state of an earlier run to be restored
 _current = None
 
 
@@ -40,17 +47,28 @@ class MeshxPlugin:
     def __init__(self, supervisord, settings):
         self.supervisord = supervisord
         self.settings = settings
+        state_path = settings.state_file or default_state_file(supervisord.options)
+        try:
+            check_path(state_path)
+        except ValueError as exc:
+            raise ConfigError(str(exc))
+        self.instance = ownership.instance_id(settings.node_name, state_path)
         self.loop = MainLoop(self.log_error)
-        self.proxies = ProxyGroups(supervisord, settings, self.log_error, self.changed)
-        agent = ConsulAgent(settings.consul_connection())
-        self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._reconcile, self.log_warning)
-        ports = PortAllocator(settings.tcp_address, *settings.port_range)
-        self.services = MeshServices(self.loop, agent, self.proxies, self.ttl, ports, settings,
-                                     self.log_warning, self.changed)
-        self.upstreams = Upstreams(self.services, ports, settings)
-        self.state = StateFile(settings.state_file or default_state_file(supervisord.options),
-                               self.loop, self.log_error)
+        self.proxies = ProxyGroups(supervisord, settings, self.instance, self.log_error, self.changed)
+        agent = ConsulAgent(settings.consul_connection(), settings.consul_timeout)
+        self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning)
+        ports = (PortAllocator(settings.tcp_address, *settings.port_range),
+                 PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range))
+        self.state = StateFile(state_path, self.loop, self._snapshot, self.log_error)
+        self.reconciler = Reconciler(self.loop, agent, self.proxies, self.ttl, ports,
+                                     ownership.marker(settings.node_name, self.instance),
+                                     self.save, self.log_warning)
+        self.services = MeshServices(self.loop, self.reconciler, self.proxies, self.ttl, ports, settings,
+                                     self.wait_restored, self.save, self.log_warning)
+        self.upstreams = Upstreams(self.services, self.reconciler, ports[0], settings)
+        self._ports = ports
         self._save_scheduled = False
+        self._stopped = False
         self.restored = False
         self._subscribe()
 
@@ -62,38 +80,98 @@ class MeshxPlugin:
 
     # -- state -----------------------------------------------------------
 
+    def save(self):
+        """Write the state soon; a future done once it is on disk."""
+        if self.restored:
+            return self.state.save()
+        done = Future()  # nothing changes before the saved state is restored
+        done.set_result(True)
+        return done
+
     def changed(self):
-        """Something worth saving changed; main thread."""
+        """Proxies' states changed (restart counts, pids): save within SAVE_DELAY."""
         if not self._save_scheduled and self.restored:
             self._save_scheduled = True
-            self.loop.call_later(SAVE_DELAY, self._save)
+            self.loop.call_later(SAVE_DELAY, self._save_changes)
 
-    def _save(self):
+    def _save_changes(self):
         self._save_scheduled = False
-        self.state.save(self._snapshot())
+        self.save()
 
     def _snapshot(self):
         return {"version": VERSION, "proxies": self.proxies.snapshot(), "services": self.services.snapshot()}
 
+    def wait_restored(self):
+        """Steps: wait until the state of an earlier run is restored."""
+        if not self.restored:
+            if not (yield Wait(lambda: self.restored, timeout=RESTORE_TIMEOUT)):
+                raise MeshxFault("FAILED", "supervisor-meshx is still restoring its state; try again")
+
     def _restore(self):
-        """Steps: stop orphans of a killed supervisord, then own and run everything saved."""
-        saved = self.state.load()
-        proxies = saved.get("proxies", {})
-        recorded = [(p["pid"], p["argv"]) for p in proxies.values()]
-        stopped = yield self.loop.submit(orphans.stop_orphans, recorded, self.settings.proxy_stopwaitsecs)
-        if stopped:
+        """Steps: stop orphans of an earlier supervisord, then own and converge everything saved."""
+        records, proxies = self._read(self.state.load())
+        recorded = [(entry["pid"], entry["start_time"]) for entry in proxies.values()]
+        orphans = yield self.loop.submit(ownership.find_orphans, self.instance, recorded)
+        if orphans:
+            stopped = yield self.loop.submit(ownership.stop_orphans, orphans, self.settings.proxy_stopwaitsecs)
             self.log_warning("meshx: stopped %d proxies left running by an earlier supervisord: pids %s"
-                             % (len(stopped), " ".join(map(str, stopped))))
-        for service_id, entry in saved["services"].items():
-            self._try("restore service %s" % service_id, self.services.adopt, service_id, entry)
+                             % (len(stopped), " ".join(map(str, sorted(stopped)))))
+        for service_id, record in records.items():
+            if self._adopt(record):
+                self.reconciler.saved_restarts[service_id] = proxies.get(service_id, {}).get("restarts", 0)
         for service_id, entry in proxies.items():
-            self._try("restore proxy %s" % service_id, self.proxies.start, service_id, entry["cmd"],
-                      entry["restarts"])
-        for service_id, entry in saved["services"].items():
-            yield from self._quietly(self.services.reconcile(service_id, count=not entry.get("deregistered")))
-            self.services.resume_ttl(service_id, entry)
+            if service_id not in records:
+                self._try("restore proxy %s" % service_id, self.proxies.start, service_id, entry["cmd"],
+                          entry["restarts"])
         self.restored = True  # from now on the state file follows every change
-        self.changed()
+        for service_id in list(self.reconciler.records):
+            self.reconciler.reconcile(service_id)
+        self._periodic_soon(0)
+        self.save()
+
+    def _read(self, saved):
+        """The saved services and proxies of the right shape; every other entry is logged and skipped."""
+        proxies, records = {}, {}
+        for service_id, entry in self._section(saved, "proxies").items():
+            try:
+                proxies[service_id] = _saved_proxy(service_id, entry)
+            except (ValueError, TypeError, MeshxFault) as exc:
+                self._skipped("proxies", service_id, exc)
+        for service_id, entry in self._section(saved, "services").items():
+            try:
+                record = ServiceRecord.from_json(service_id, entry, proxies.get(service_id, {}).get("cmd", ()))
+                if record.cmd:
+                    self.proxies.check(service_id, record.cmd)  # proxy_executables may have changed
+                records[service_id] = record
+            except (ValueError, TypeError, MeshxFault) as exc:
+                self._skipped("services", service_id, exc)
+        return records, proxies
+
+    def _section(self, saved, name):
+        section = saved.get(name, {})
+        if not isinstance(section, dict):
+            self.log_error("meshx: state file %s: section %s is not a struct; skipped" % (self.state.path, name))
+            return {}
+        return section
+
+    def _skipped(self, section, key, exc):
+        self.log_error("meshx: state file %s: entry %s.%s skipped: %s"
+                       % (self.state.path, section, _shown(key), getattr(exc, "text", exc)))
+
+    def _adopt(self, record):
+        """Hold the ports of a saved service and make it desired; False if they clash."""
+        endpoint, sidecar = self._ports
+        held = []
+        for allocator, port in [(endpoint, p) for p in record.ports()] + \
+                ([(sidecar, record.sidecar_port)] if record.sidecar_port else []):
+            if not allocator.hold(port):
+                for allocator_held, port_held in held:
+                    allocator_held.release(port_held)
+                self._skipped("services", record.service_id, ValueError("port %d is held twice" % port))
+                return False
+            held.append((allocator, port))
+        self.reconciler.records[record.service_id] = record
+        return True
 
     def _try(self, what, fn, *args):
         try:
@@ -101,14 +179,20 @@ class MeshxPlugin:
         except (MeshxFault, OSError, KeyError, TypeError, ValueError) as exc:
             self.log_error("meshx: cannot %s: %s" % (what, getattr(exc, "text", exc)))
 
-    def _quietly(self, steps):
-        try:
-            yield from steps
-        except MeshxFault as exc:
-            self.log_warning("meshx: %s (will retry with the TTL updates)" % exc.text)
+    def _periodic_soon(self, delay):
+        self.loop.call_later(delay, lambda: self._stopped or tasks.Task(self.loop, self._periodic(), self.log_error))
 
-    def _reconcile(self, service_id):
-        tasks.Task(self.loop, self._quietly(self.services.reconcile(service_id)), self.log_error)
+    def _periodic(self):
+        try:
+            yield from self.reconciler.periodic_pass()
+        except MeshxFault:
+            pass  # the agent is unreachable: TTL updates report that; the next pass tries again
+        finally:
+            if not self._stopped:
+                self._periodic_soon(self.settings.reconcile_interval)
+
+    def _on_check_missing(self, service_id):
+        self.reconciler.reconcile(service_id, register=True)
 
     # -- supervisord's events --------------------------------------------
 
@@ -135,24 +219,24 @@ class MeshxPlugin:
 
     def _on_stopping(self, _event):
         """Shutdown deregisters (unless configured not to); a reload keeps everything."""
+        self._stopped = True
         self.ttl.stop()
-        snapshot = self._snapshot()
+        self.reconciler.stop()
         if self.supervisord.options.mood == SupervisorStates.SHUTDOWN and self.settings.deregister_on_shutdown:
-            for service_id, entry in snapshot["services"].items():
+            for service_id in self.services.ids():
                 # the pool's threads are joined at exit, so these finish before supervisord does
-                self.loop.submit(self.services.agent.deregister, service_id)
-                entry["deregistered"] = True
+                self.loop.submit(self.reconciler.agent.deregister, service_id)
+                self.reconciler.records[service_id].deregistered = True
         if self.restored:
-            self.state.save(snapshot)
             self.state.flush()
         if self.supervisord.options.mood == SupervisorStates.RESTARTING:
             # the reload closes descriptors 5 and up under any socket still open
             self.services.close_listeners()
-            self.services.agent.close()
+            self.reconciler.agent.close()
         self.loop.detach()
 
     def _on_process_state(self, event):
-        if not isinstance(event.process, ProxyProcess):
+        if not isinstance(event.process, ProxyProcess) or self._stopped:
             return
         # Wake the loop now (a call may wait for this state; a crashed proxy
         # restarts on the next iteration) and when a delayed restart is due,
@@ -168,3 +252,27 @@ class MeshxPlugin:
 def default_state_file(options):
     """Beside supervisord's pid file, which is unique to each supervisord."""
     return os.path.splitext(os.path.abspath(options.pidfile))[0] + ".meshx.json"
+
+
+def _any_address(address):
+    """Where a sidecar listens is up to its proxy: probe its ports on every address."""
+    return "::" if ipaddress.ip_address(address).version == 6 else "0.0.0.0"
+
+
+def _saved_proxy(service_id, entry):
+    checked_service_id(service_id)
+    if not isinstance(entry, dict):
+        raise ValueError("not a struct")
+    cmd, restarts, pid, started = entry.get("cmd"), entry.get("restarts", 0), entry.get("pid", 0), \
+        entry.get("start_time")
+    if not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
+        raise ValueError("bad cmd")
+    for value in (restarts, pid) + ((started,) if started is not None else ()):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("bad restarts, pid or start_time")
+    return {"cmd": cmd, "restarts": restarts, "pid": pid, "start_time": started}
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

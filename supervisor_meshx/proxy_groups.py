@@ -10,6 +10,7 @@ import shlex
 from supervisor.options import ProcessGroupConfig, UnhosedConfigParser
 from supervisor.states import STOPPED_STATES, ProcessStates, getProcessStateDescription
 
+from supervisor_meshx import ownership
 from supervisor_meshx.executables import CommandNotAllowed, ExecutablePolicy
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id, group_name
@@ -27,11 +28,19 @@ class Proxy:
         self.cmd = cmd
         self.group_config = group_config
         self.record = record
+        self._identity = (0, None)  # (pid, start time) last looked up
+
+    def identity(self, pid):
+        """``pid`` with its start time, read once per pid."""
+        if pid and self._identity[0] != pid:
+            self._identity = (pid, ownership.start_time(pid))
+        return self._identity if pid else (0, None)
 
 
 class ProxyGroups:
-    def __init__(self, supervisord, settings, log_error, on_change):
+    def __init__(self, supervisord, settings, instance, log_error, on_change):
         self._supervisord = supervisord
+        self._instance = instance
         self._on_change = on_change
         self._settings = settings
         self._log_error = log_error
@@ -129,11 +138,12 @@ class ProxyGroups:
         saved = {}
         for service_id, proxy in self._proxies.items():
             process = self.process(service_id)
+            pid, started = proxy.identity(process.pid if process else 0)
             saved[service_id] = {
                 "cmd": proxy.cmd,
-                "argv": shlex.split(proxy.group_config.process_configs[0].command),
                 "restarts": proxy.record.restarts,
-                "pid": process.pid if process else 0,
+                "pid": pid,
+                "start_time": started,
             }
         return saved
 
@@ -173,7 +183,7 @@ class ProxyGroups:
             parser.set(section, key, value)
         [config] = options.processes_from_section(parser, section, name, klass=ProxyProcessConfig)
         config.command = shlex.join(argv)
-        config.environment = dict(self._environment)
+        config.environment = dict(self._environment, **ownership.process_environment(self._instance, service_id))
         config.startsecs = self._settings.proxy_startsecs
         config.stopwaitsecs = self._settings.proxy_stopwaitsecs
         config.policy = self._policy

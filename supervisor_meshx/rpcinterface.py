@@ -45,20 +45,24 @@ class MeshxNamespaceRPCInterface:
         The group, and its one process, are named ``meshx-<service_id>``.
         The program (cmd[0]) must be one of the config key ``proxy_executables``.
 
+        A mesh service's proxy is started by meshx.start; its id is refused here
+        (INVALID_STATE).
+
         @param string service_id  the service the proxy serves
         @param array cmd          the proxy command, an argv list of strings
         @return boolean result    true if started, false (nothing started) for an empty cmd
         """
-        return self._now(self._ready().proxies.start, service_id, cmd)
+        return self._steps(self._ready().services.start_proxy, service_id, cmd)
 
     def stopProxy(self, service_id):
         """Stop the proxy of a service (stop signal, then kill after the stop
-        timeout) and remove its process group.
+        timeout) and remove its process group.  A mesh service's proxy stops
+        with its service (meshx.stop); its id is refused here (INVALID_STATE).
 
         @param string service_id  the service the proxy serves
         @return boolean result    always true
         """
-        return self._steps(self._ready().proxies.stop, service_id)
+        return self._steps(self._ready().services.stop_proxy, service_id)
 
     def restart(self, service_id):
         """Stop and start the proxy of a service again; reset its restart count to 0.
@@ -66,7 +70,7 @@ class MeshxNamespaceRPCInterface:
         @param string service_id  the service the proxy serves
         @return boolean result    always true
         """
-        return self._steps(self._ready().proxies.restart, service_id)
+        return self._steps(self._ready().services.restart_proxy, service_id)
 
     def info(self, service_id):
         """Describe the proxy of a service.
@@ -84,8 +88,9 @@ class MeshxNamespaceRPCInterface:
 
         def describe():
             info = plugin.proxies.info(service_id)
-            owned = service_id in plugin.services.ids()
-            info["reregistrations"] = plugin.services.owned(service_id).reregistrations if owned else 0
+            record = plugin.services.records.get(service_id)
+            info["reregistrations"] = record.reregistrations if record else 0
+            info["sidecar_port"] = record.sidecar_port if record else 0
             return info
         return self._now(describe)
 
@@ -140,8 +145,11 @@ class MeshxNamespaceRPCInterface:
         """Describe every service started by this supervisord, from local state only.
 
         ``ttl_status`` is what Consul is told: critical while the proxy is not RUNNING.
+        ``proxy_state`` is REMOVED while the proxy group is missing (the reconciler
+        adds it again).
 
-        @return array rows  structs {service_id, address, port, proxy_state, pid, restarts, ttl_status}
+        @return array rows  structs {service_id, address, port, sidecar_port, proxy_state, pid,
+                            restarts, reregistrations, ttl_status}
         """
         return self._now(self._ready().services.status)
 

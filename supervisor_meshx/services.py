@@ -1,20 +1,22 @@
-"""Mesh services: MeshxConsul's start/stop on top of proxy groups.
+"""Mesh services: MeshxConsul's start/stop, as desired state.
 
-``start`` registers a service and its Connect sidecar in the local Consul
-agent, hands the caller a loopback endpoint, keeps its TTL check alive and
-runs its proxy; any failure undoes every step taken.  Operations are
-generators run by ``tasks.run`` on supervisord's main loop; Consul calls go
-to worker threads.
+Each call validates its input, records the desired state of the service
+(written to the state file before anything changes), asks the reconciler to
+converge and waits for it, then answers.  ``start`` registers a service and
+its Connect sidecar in the local Consul agent, hands the caller a loopback
+endpoint, keeps its TTL check alive and runs its proxy; a start that fails
+is turned into a stop, so nothing is left behind.  Operations are generators
+run by ``tasks.run`` on supervisord's main loop; Consul calls go to worker
+threads.  Every operation on one id holds that id's lock.
 """
 import copy
-import socket
+import inspect
 import time
-from concurrent.futures import Future
 
 from supervisor.xmlrpc import RPCError
 
-from supervisor_meshx import templates
-from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
+from supervisor_meshx import registration, templates
+from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
@@ -38,110 +40,88 @@ MAX_TIMEOUT_MS = 600000
 MAX_BATCH = 1000  # services in one startMany call
 
 
-class OwnedService:
-    def __init__(self, service_id, name, address, port, allocated):
-        self.service_id = service_id
-        self.name = name
-        self.address = address
-        self.port = port
-        self.allocated = allocated  # the port came from this plugin's range
-        self.has_proxy = False
-        self.registration = None  # as last sent to Consul
-        self.upstreams = {}  # name -> {name, address, port}, in the order connected
-        self.listener = None  # placeholder socket of a proxy-only service
-        self.reregistrations = 0  # times the agent had lost it and it was registered again
-        self.reconciling = False
-
-    def result(self, already_started=False):
-        return {"service_id": self.service_id, "address": self.address, "port": self.port,
-                "already_started": already_started}
-
-
 class MeshServices:
-    def __init__(self, loop, agent, proxies, ttl, ports, settings, log, on_change):
+    def __init__(self, loop, reconciler, proxies, ttl, ports, settings, ready, save, log):
+        """``ports``: (endpoint allocator, sidecar allocator); ``ready()``: steps that
+        wait until the state of an earlier run is restored; ``save()``: a future of the
+        state on disk."""
         self._loop = loop
-        self._log = log
-        self.changed = on_change
-        self.agent = agent
+        self._reconciler = reconciler
+        self.records = reconciler.records
+        self.locks = reconciler.locks
+        self.agent = reconciler.agent
+        self.consul = reconciler.consul
         self.proxies = proxies
         self._ttl = ttl
-        self._ports = ports
+        self._ports, self._sidecar_ports = ports
+        self._ready = ready
+        self.save = save
+        self._log = log
         self._node_name = settings.node_name
         self._defaults = templates.merge_defaults(settings.service_template, DEFAULT_TEMPLATE)
-        self._owned = {}
-        self._busy = set()  # ids being started or stopped
 
     def ids(self):
-        return sorted(self._owned)
+        return sorted(i for i, r in self.records.items() if r.present)
 
     def owned(self, service_id):
         checked_service_id(service_id)
-        service = self._owned.get(service_id)
-        if service is None:
+        record = self.records.get(service_id)
+        if record is None or not record.present:
             raise MeshxFault("SERVICE_NOT_OWNED", "%s was not started by this supervisord" % service_id)
-        return service
+        return record
 
-    def consul(self, method, *args):
-        """A future for an agent call; failures arrive as CONSUL_* faults."""
-        def call():
-            try:
-                return method(*args)
-            except ConsulUnavailable as exc:
-                raise MeshxFault("CONSUL_UNAVAILABLE", str(exc))
-            except ConsulError as exc:
-                raise MeshxFault("CONSUL_ERROR", str(exc))
-        return self._loop.submit(call)
+    def locked(self, service_id, steps):
+        """Steps: ``steps`` (a generator) with ``service_id``'s lock held, once restored."""
+        yield from self._ready()
+        yield from self.locks.acquire(service_id)
+        try:
+            return (yield from steps)
+        finally:
+            self.locks.release(service_id)
 
     # -- start -----------------------------------------------------------
 
-    def start(self, service, template, force, timeout, placeholder=False):
-        """Steps of meshx.start; ``placeholder`` listens on the endpoint (for a
-        service that exists only to carry upstreams)."""
+    def start(self, service, template, force, timeout):
+        """Steps of meshx.start."""
         params = self._params(service)
         template = _checked_template(template)
         if not isinstance(force, bool):
             raise MeshxFault("BAD_ARGUMENTS", "force must be a boolean")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT_MS:
             raise MeshxFault("BAD_ARGUMENTS", "timeout must be milliseconds from 0 to %d" % MAX_TIMEOUT_MS)
-        service_id = params["id"]
-        self._not_busy(service_id)
-        if service_id in self._owned:
-            return (yield from self._already_started(service_id))
+        return (yield from self.locked(params["id"], self.start_locked(params, template, force, timeout)))
 
-        self._busy.add(service_id)
-        undo = []
+    def start_locked(self, params, template, force, timeout, placeholder=False):
+        """Steps of a start, the id's lock held; ``placeholder`` listens on the
+        endpoint (for a service that exists only to carry upstreams)."""
+        service_id = params["id"]
+        record = self.records.get(service_id)
+        if record is not None and not record.present:
+            yield from self._reconciler.converge(record)  # finish the stop first
+            record = None
+        if record is not None:
+            return (yield from self._already_started(record, timeout))
+
+        existing = yield self.consul(self.agent.service, service_id)
+        if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
+            raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
+                             "supervisord (force=true takes it over)" % service_id)
+        record = self._new_record(params, template, placeholder)
+        self.records[service_id] = record
         try:
-            existing = yield self.consul(self.agent.service, service_id)
-            if existing is not None and not force:
-                raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
-                                 "supervisord (force=true takes it over)" % service_id)
-            owned = self._endpoint(params, undo)
-            if placeholder:
-                owned.listener = self._listen(owned)
-                undo.append(owned.listener.close)
-            plan = self._render(template, params)
-            if plan.cmd:
-                self.proxies.check(service_id, plan.cmd)
-            yield self.consul(self.agent.register, plan.registration)
-            undo.append(lambda: self.consul(self.agent.deregister, service_id))
-            if plan.ttl:
-                self._ttl.add(service_id, plan.ttl["id"], plan.ttl["status"], plan.ttl["ttl"])
-                undo.append(lambda: self._ttl.remove(service_id))
-            if plan.cmd:
-                self.proxies.start(service_id, plan.cmd)
-                undo.append(lambda: self.proxies.stop(service_id))
+            yield self.save()
+            yield from self._reconciler.converge(record)
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
         except Exception:
-            yield from _undo(undo, self._log)
+            record.present = False
+            try:
+                yield from self._reconciler.converge(record)
+            except MeshxFault as exc:
+                self._log("meshx: the failed start of %s is not undone yet (%s); retrying"
+                          % (service_id, exc.text))
             raise
-        finally:
-            self._busy.discard(service_id)
-        owned.has_proxy = bool(plan.cmd)
-        owned.registration = plan.registration
-        self._owned[service_id] = owned
-        self.changed()
-        return owned.result()
+        return record.result()
 
     def start_many(self, services, template, force, timeout):
         """Steps: start every service concurrently; one result or error per service, in order."""
@@ -149,14 +129,25 @@ class MeshServices:
             raise MeshxFault("BAD_ARGUMENTS", "services must be a list of at most %d" % MAX_BATCH)
         started = [Task(self._loop, self.start(service, template, force, timeout), self._log)
                    for service in services]
-        yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 60)
+        yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 300)
         return [_outcome(task, service) for task, service in zip(started, services)]
 
-    def _already_started(self, service_id):
-        status = yield self.consul(self.agent.health, service_id)
-        if status != "passing":
-            raise MeshxFault("INVALID_STATE", "%s is started but %s in Consul" % (service_id, status or "unknown"))
-        return self._owned[service_id].result(already_started=True)
+    def _already_started(self, record, timeout):
+        """A service this supervisord started (perhaps before a crash or a reload):
+        finish the job, then wait (within ``timeout``) for it to pass."""
+        yield from self._reconciler.converge(record)
+        service_id = record.service_id
+        if record.ttl and record.ttl["status"] != "passing":
+            raise MeshxFault("INVALID_STATE", "%s is started and its TTL status is set to %s "
+                             "(meshx ttl %s passing sets it back)" % (service_id, record.ttl["status"], service_id))
+        try:
+            yield from self._wait_passing(service_id, timeout)
+        except MeshxFault as exc:
+            if exc.name != "SERVICE_ALIVE_TIMEOUT":
+                raise
+            raise MeshxFault("INVALID_STATE", "%s is started but %s; `meshx status` shows its proxy, "
+                             "`meshx restart %s` restarts it" % (service_id, exc.detail, service_id))
+        return record.result(already_started=True)
 
     def _wait_passing(self, service_id, timeout_ms):
         """Query the agent's health, again after each TTL update (or every HEALTH_POLL s)."""
@@ -190,31 +181,52 @@ class MeshServices:
         checked_service_id(params["id"])
         return params
 
-    def _endpoint(self, params, undo):
+    def _new_record(self, params, template, placeholder):
+        """The desired state of a new service: ports held, template rendered and checked."""
+        held = []
+        try:
+            address, port, allocated = self._endpoint(params, held)
+            sidecar_port = self._allocate(self._sidecar_ports, held, params["id"])
+            params["sidecar_port"] = sidecar_port
+            plan = self._render(template, params)
+            if plan.cmd:
+                self.proxies.check(params["id"], plan.cmd)
+            definition = registration.with_sidecar_port(plan.registration, sidecar_port)
+            if registration.sidecar_port(definition) != sidecar_port:
+                self._sidecar_ports.release(sidecar_port)  # the template chose the port itself
+                held.remove((self._sidecar_ports, sidecar_port))
+                sidecar_port = 0
+            try:
+                definition = registration.owned(definition, self._reconciler.marker)
+            except ValueError as exc:
+                raise MeshxFault("BAD_TEMPLATE", "registration: %s" % exc)
+        except Exception:
+            for allocator, held_port in held:
+                allocator.release(held_port)
+            raise
+        return ServiceRecord(params["id"], params["name"], address, port, allocated, definition,
+                             sidecar_port=sidecar_port, ttl=plan.ttl, cmd=plan.cmd, placeholder=placeholder)
+
+    def _endpoint(self, params, held):
         given_address, given_port = params.get("address"), params.get("port")
         if given_address is not None or given_port is not None:
             if not (isinstance(given_address, str) and given_address
                     and isinstance(given_port, int) and not isinstance(given_port, bool)
                     and 0 < given_port < 65536):
                 raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (1-65535) go together")
-            return OwnedService(params["id"], params["name"], given_address, given_port, False)
-        try:
-            port = self._ports.allocate_service()
-        except PortsExhausted as exc:
-            raise MeshxFault("FAILED", "no free port for %s: %s" % (params["id"], exc))
-        undo.append(lambda: self._ports.release(port))
+            return given_address, given_port, False
+        port = self._allocate(self._ports, held, params["id"])
         params["address"], params["port"] = self._ports.address, port
-        return OwnedService(params["id"], params["name"], self._ports.address, port, True)
+        return self._ports.address, port, True
 
-    def _listen(self, owned):
-        listener = socket.socket(socket.AF_INET6 if ":" in owned.address else socket.AF_INET)
+    @staticmethod
+    def _allocate(allocator, held, service_id):
         try:
-            listener.bind((owned.address, owned.port))
-            listener.listen(16)
-        except OSError as exc:
-            listener.close()
-            raise MeshxFault("FAILED", "cannot listen on %s:%d: %s" % (owned.address, owned.port, exc))
-        return listener
+            port = allocator.allocate_service()
+        except PortsExhausted as exc:
+            raise MeshxFault("FAILED", "no free port for %s: %s" % (service_id, exc))
+        held.append((allocator, port))
+        return port
 
     def _render(self, template, params):
         try:
@@ -226,43 +238,78 @@ class MeshServices:
     # -- stop ------------------------------------------------------------
 
     def stop(self, service_id):
-        """Deregister first: if the agent can't be reached nothing is changed."""
-        owned = self.owned(service_id)
-        self._not_busy(service_id)
-        self._busy.add(service_id)
-        try:
-            yield self.consul(self.agent.deregister, service_id)
-            self._ttl.remove(service_id)
-            if service_id in self.proxies.ids():  # an operator may have used stopProxy
-                yield from self.proxies.stop(service_id)
-        finally:
-            self._busy.discard(service_id)
-        del self._owned[service_id]
-        if owned.listener:
-            owned.listener.close()
-        for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
-            self._ports.release(port)
-        self.changed()
+        """Steps of meshx.stop: record the stop, then converge to it."""
+        checked_service_id(service_id)
+        return (yield from self.locked(service_id, self._stop_locked(service_id)))
+
+    def _stop_locked(self, service_id):
+        record = self.records.get(service_id)
+        if record is None:
+            return (yield from self._stop_leftover(service_id))
+        record.present = False
+        yield self.save()
+        yield from self._reconciler.converge(record)
         return True
 
-    def _not_busy(self, service_id):
-        if service_id in self._busy:
-            raise MeshxFault("INVALID_STATE", "%s is being started or stopped" % service_id)
+    def _stop_leftover(self, service_id):
+        """A registration of this instance whose desired state was lost (a start
+        cut short before it was recorded, a lost state file): remove it."""
+        existing = yield self.consul(self.agent.service, service_id)
+        if existing is None or not registration.carries(existing, self._reconciler.marker):
+            raise MeshxFault("SERVICE_NOT_OWNED", "%s was not started by this supervisord" % service_id)
+        yield self.consul(self.agent.deregister, service_id)
+        return True
 
     def status(self):
         """One row per owned service; local state only, no Consul call."""
         rows = []
         for service_id in self.ids():
-            owned = self._owned[service_id]
-            proxy = self.proxies.info(service_id) if owned.has_proxy else {}
+            record = self.records[service_id]
+            proxy = self.proxies.info(service_id) if record.cmd and service_id in self.proxies.ids() else {}
             check = self._ttl.get(service_id)
             rows.append({
-                "service_id": service_id, "address": owned.address, "port": owned.port,
-                "proxy_state": proxy.get("state", ""), "pid": proxy.get("pid", 0),
-                "restarts": proxy.get("restarts", 0), "reregistrations": owned.reregistrations,
+                "service_id": service_id, "address": record.address, "port": record.port,
+                "sidecar_port": record.sidecar_port or registration.sidecar_port(record.registration),
+                "proxy_state": proxy.get("state", "REMOVED" if record.cmd else ""), "pid": proxy.get("pid", 0),
+                "restarts": proxy.get("restarts", 0), "reregistrations": record.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
             })
         return rows
+
+    # -- proxies ---------------------------------------------------------
+
+    def start_proxy(self, service_id, cmd):
+        """Steps of meshx.startProxy: a proxy of its own, for an id that is no mesh service."""
+        checked_service_id(service_id)
+        return (yield from self.locked(service_id, self._proxy_only(
+            service_id, lambda: self.proxies.start(service_id, cmd))))
+
+    def stop_proxy(self, service_id):
+        """Steps of meshx.stopProxy; a mesh service's proxy goes with its service."""
+        checked_service_id(service_id)
+        return (yield from self.locked(service_id, self._proxy_only(
+            service_id, lambda: self.proxies.stop(service_id))))
+
+    def _proxy_only(self, service_id, action):
+        if service_id in self.records:
+            raise MeshxFault("INVALID_STATE", "%s is a mesh service: `meshx stop %s` stops it with its proxy, "
+                             "`supervisorctl stop meshx-%s` stops only the proxy's process"
+                             % (service_id, service_id, service_id))
+        result = action()
+        if inspect.isgenerator(result):
+            result = yield from result
+        return result
+
+    def restart_proxy(self, service_id):
+        """Steps of meshx.restart: a mesh service's proxy is brought back first if it is missing."""
+        checked_service_id(service_id)
+        return (yield from self.locked(service_id, self._restart_proxy(service_id)))
+
+    def _restart_proxy(self, service_id):
+        record = self.records.get(service_id)
+        if record is not None and record.present:
+            yield from self._reconciler.converge(record)
+        return (yield from self.proxies.restart(service_id))
 
     # -- TTL -------------------------------------------------------------
 
@@ -277,72 +324,23 @@ class MeshServices:
         check = self.ttl_check(service_id)
         if status not in STATUSES:
             raise MeshxFault("BAD_ARGUMENTS", "status must be one of %s" % ", ".join(STATUSES))
+        record = self.records[service_id]
+        record.ttl = dict(record.ttl, status=status)
         self._ttl.set_status(check.service_id, status)
-        self.changed()
+        self.save()
         return True
 
     # -- persistence -----------------------------------------------------
 
     def close_listeners(self):
         """Before a reload closes every descriptor (see ConsulAgent.close)."""
-        for owned in self._owned.values():
-            if owned.listener is not None:
-                owned.listener.close()
+        for record in self.records.values():
+            if record.listener is not None:
+                record.listener.close()
+                record.listener = None
 
     def snapshot(self):
-        saved = {}
-        for service_id, owned in self._owned.items():
-            check = self._ttl.get(service_id)
-            saved[service_id] = {
-                "name": owned.name, "address": owned.address, "port": owned.port,
-                "allocated": owned.allocated, "has_proxy": owned.has_proxy,
-                "registration": owned.registration, "upstreams": list(owned.upstreams.values()),
-                "placeholder": owned.listener is not None, "reregistrations": owned.reregistrations,
-                "ttl": {"id": check.check_id, "status": check.status, "ttl": int(check.interval * 1000)}
-                if check else None,
-            }
-        return saved
-
-    def adopt(self, service_id, saved):
-        """Own a service saved by an earlier run again: endpoint and upstreams.
-
-        The proxy is adopted by ProxyGroups; ``reconcile`` then makes sure
-        Consul has the registration, and ``resume_ttl`` restarts the updates.
-        """
-        owned = OwnedService(service_id, saved["name"], saved["address"], saved["port"], saved["allocated"])
-        owned.has_proxy = saved["has_proxy"]
-        owned.registration = saved["registration"]
-        owned.upstreams = {u["name"]: u for u in saved["upstreams"]}
-        owned.reregistrations = saved["reregistrations"]
-        for port in [u["port"] for u in owned.upstreams.values()] + ([owned.port] if owned.allocated else []):
-            self._ports.hold(port)
-        if saved["placeholder"]:
-            owned.listener = self._listen(owned)
-        self._owned[service_id] = owned
-
-    def resume_ttl(self, service_id, saved):
-        """After ``reconcile``: an update before it could find the check missing
-        and count a re-registration that was only our own shutdown's doing."""
-        if saved["ttl"] and service_id in self._owned:
-            self._ttl.add(service_id, saved["ttl"]["id"], saved["ttl"]["status"], saved["ttl"]["ttl"])
-
-    def reconcile(self, service_id, count=True):
-        """Steps: register an owned service again if the agent has lost it."""
-        owned = self._owned.get(service_id)
-        if owned is None or owned.reconciling or service_id in self._busy:
-            return
-        owned.reconciling = True
-        try:
-            if (yield self.consul(self.agent.service, service_id)) is not None:
-                return
-            yield self.consul(self.agent.register, owned.registration)
-            self._ttl.send_soon(service_id)
-            if count:
-                owned.reregistrations += 1
-                self._log("meshx: the Consul agent had lost %s; registered it again" % service_id)
-                self.changed()
-        finally:
-            owned.reconciling = False
+        return {service_id: record.to_json() for service_id, record in self.records.items()}
 
 
 def _outcome(task, service):
@@ -365,6 +363,11 @@ class _Plan:
         self.registration = _registration(rendered.get("registration"), service_id)
         self.ttl = _ttl(rendered.get("ttl"))
         self.cmd = _proxy_cmd(rendered.get("proxy"))
+        if self.ttl:
+            check_ids = registration.check_ids(self.registration, service_id)
+            if self.ttl["id"] not in check_ids:
+                raise MeshxFault("BAD_TEMPLATE", "ttl.id %r is not one of the registration's checks (%s)"
+                                 % (self.ttl["id"], ", ".join(check_ids) or "it has none"))
 
 
 def _registration(value, service_id):
@@ -373,13 +376,13 @@ def _registration(value, service_id):
     keys = {k.lower(): k for k in value}
     if not value.get(keys.get("name", "Name")):
         raise MeshxFault("BAD_TEMPLATE", "registration needs a Name")
-    registration = dict(value)
+    definition = dict(value)
     id_key = keys.get("id", "ID")
-    if registration.get(id_key, service_id) != service_id:
+    if definition.get(id_key, service_id) != service_id:
         raise MeshxFault("BAD_TEMPLATE", "registration ID %r is not the service id %r"
-                         % (registration[id_key], service_id))
-    registration[id_key] = service_id
-    return registration
+                         % (definition[id_key], service_id))
+    definition[id_key] = service_id
+    return definition
 
 
 def _ttl(value):
@@ -411,19 +414,3 @@ def _checked_template(template):
     if not isinstance(template, dict):
         raise MeshxFault("BAD_ARGUMENTS", "template must be a struct")
     return template
-
-
-def _undo(steps, log):
-    """Undo completed steps, newest first; a failing step doesn't stop the others.
-
-    A step returns None, a Future, or a generator of further steps.
-    """
-    for step in reversed(steps):
-        try:
-            result = step()
-            if isinstance(result, Future):
-                yield result
-            elif result is not None:
-                yield from result
-        except Exception as exc:
-            log("meshx: could not undo a step of a failed start: %s" % exc)

@@ -1,35 +1,67 @@
-"""The plugin's state on disk, so that reloads, restarts and crashes lose nothing.
+"""The plugin's state on disk: desired state first, so that reloads, restarts
+and crashes lose nothing.
 
-Every change is written atomically (write a temporary file, fsync, rename)
-by a worker thread; the main loop only hands over a snapshot.  A corrupt or
-unreadable file is reported and set aside (renamed ``.corrupt-<time>``),
-never a crash.
+``save()`` asks for the current state to be written and returns a future
+that is done once it (or a newer state) is on disk: written atomically (a
+temporary file of mode 0600, fsync, rename, fsync of the directory) by a
+worker thread.  All the saves asked for in one pass of the main loop share
+one snapshot and one write.  A failed write is retried with a growing delay
+until it succeeds; the failure and its end are logged once each.
+
+The file is untrusted input: an unreadable file is reported and set aside
+(renamed ``.corrupt-<time>``, only if it is a regular file), and
+``check_path`` refuses at start-up a path that is a directory, is not a
+regular file or lies in a directory that does not exist.
 """
 import json
 import os
+import stat
 import threading
 import time
+from concurrent.futures import Future
+
+from supervisor_meshx.faults import MeshxFault
 
 VERSION = 1
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds between attempts at a failed write
+
+
+def check_path(path):
+    """Raise ValueError unless ``path`` can be the state file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError("state_file %s: directory %s does not exist" % (path, directory))
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise ValueError("state_file %s is a directory" % path)
+    if not stat.S_ISREG(mode):
+        raise ValueError("state_file %s is not a regular file" % path)
 
 
 class StateFile:
-    def __init__(self, path, loop, log):
+    def __init__(self, path, loop, snapshot, log):
+        """``snapshot()``: the state to write, JSON-ready; called on the main thread."""
         self.path = path
         self._loop = loop
+        self._snapshot = snapshot
         self._log = log
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # keeps an older snapshot from landing last
-        self._pending = None
+        self._next = None  # future of the snapshot still to be taken
+        self._pending = None  # (state, futures) to write
         self._writing = False
+        self._failing = False
+        self._retry_delay = RETRY_FIRST
+        self._write_lock = threading.Lock()  # flush() at shutdown may meet a worker's write
 
     def load(self):
-        """The saved state, or an empty one; main thread, at start-up only."""
+        """The saved state (a dict, its sections unchecked), or an empty one; main thread."""
         try:
             with open(self.path) as f:
                 state = json.load(f)
-            if not isinstance(state, dict) or state.get("version") != VERSION \
-                    or not isinstance(state.get("services"), dict):
+            if not isinstance(state, dict) or state.get("version") != VERSION:
                 raise ValueError("not a supervisor-meshx state file of version %d" % VERSION)
             return state
         except FileNotFoundError:
@@ -37,44 +69,96 @@ class StateFile:
         except (OSError, ValueError) as exc:
             aside = "%s.corrupt-%d" % (self.path, time.time())
             try:
+                if not stat.S_ISREG(os.lstat(self.path).st_mode):
+                    raise OSError("not a regular file")
                 os.replace(self.path, aside)
             except OSError:
                 aside = "(could not be moved)"
             self._log("meshx: state file %s unreadable (%s); set aside as %s" % (self.path, exc, aside))
             return empty_state()
 
-    def save(self, state):
-        """Queue ``state`` (a JSON-ready snapshot nobody changes any more) for
-        writing; the newest one wins.  Serialised on the worker, off the main loop."""
+    def save(self):
+        """Write the current state soon; a Future done when it is on disk
+        (its exception: a FAILED fault if the first attempt failed)."""
+        if self._next is None:
+            self._next = Future()
+            self._loop.call_soon(self._take_snapshot)
+        return self._next
+
+    def flush(self):
+        """Write the current state now, on the calling (main) thread; used at shutdown."""
+        self._next = None
+        try:
+            self._write(json.dumps(self._snapshot(), sort_keys=True))
+        except OSError as exc:
+            self._log("meshx: cannot write state file %s: %s" % (self.path, exc))
+
+    def _take_snapshot(self):
+        future, self._next = self._next, None
+        if future is None:
+            return
+        state = self._snapshot()
         with self._lock:
-            self._pending = state
+            futures = (self._pending[1] if self._pending else []) + [future]
+            self._pending = (state, futures)
             if self._writing:
                 return
             self._writing = True
         self._loop.submit(self._write_pending)
 
-    def flush(self):
-        """Write any pending state now, on the calling thread (used at shutdown)."""
-        self._write_pending()
-
     def _write_pending(self):
-        with self._write_lock:
-            while True:
-                with self._lock:
-                    state, self._pending = self._pending, None
-                    if state is None:
-                        self._writing = False
-                        return
-                try:
-                    self._write(json.dumps(state, sort_keys=True))
-                except OSError as exc:
-                    self._log("meshx: cannot write state file %s: %s" % (self.path, exc))
+        while True:
+            with self._lock:
+                pending, self._pending = self._pending, None
+                if pending is None:
+                    self._writing = False
+                    return
+            state, futures = pending
+            try:
+                self._write(json.dumps(state, sort_keys=True))
+            except OSError as exc:
+                self._failed(state, exc)
+                for future in futures:
+                    future.set_exception(MeshxFault("FAILED", "cannot write state file %s: %s" % (self.path, exc)))
+                return
+            if self._failing:
+                self._failing = False
+                self._retry_delay = RETRY_FIRST
+                self._log("meshx: state file %s written again" % self.path)
+            for future in futures:
+                future.set_result(True)
+
+    def _failed(self, state, exc):
+        if not self._failing:
+            self._failing = True
+            self._log("meshx: cannot write state file %s: %s; retrying until it can" % (self.path, exc))
+        with self._lock:
+            if self._pending is None:
+                self._pending = (state, [])
+            self._writing = False
+        delay, self._retry_delay = self._retry_delay, min(RETRY_MAX, self._retry_delay * 2)
+        self._loop.call_later(delay, self._retry)
+
+    def _retry(self):
+        with self._lock:
+            if self._writing or self._pending is None:
+                return
+            self._writing = True
+        self._loop.submit(self._write_pending)
 
     def _write(self, text):
+        with self._write_lock:
+            self._write_file(text)
+
+    def _write_file(self, text):
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
         temporary = "%s.tmp-%d" % (self.path, os.getpid())
-        with open(temporary, "w") as f:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

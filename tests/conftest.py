@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from supervisord_harness import Supervisord  # noqa: E402
+from supervisord_harness import Supervisord, free_port_range  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +26,13 @@ def make_supervisord():
 @pytest.fixture
 def supervisord(make_supervisord):
     return make_supervisord()
+
+
+@pytest.fixture
+def port_range():
+    return free_port_range()
+
+
+@pytest.fixture
+def sidecar_port_range(port_range):
+    return free_port_range(avoid=port_range)

@@ -1,7 +1,9 @@
 """A real supervisord with the meshx plugin, in a temporary directory."""
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,20 @@ def wait_for(predicate, timeout=DEADLINE, interval=0.02, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %ss waiting for %s" % (timeout, message))
         time.sleep(interval)
+
+
+def free_port_range(size=40, avoid=()):
+    """A range of currently bindable ports, away from the ephemeral range and from ``avoid`` (a range)."""
+    while True:
+        low = random.randrange(22000, 32000 - size)
+        if avoid and low <= avoid[1] and avoid[0] <= low + size - 1:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", low))
+            except OSError:
+                continue
+        return low, low + size - 1
 
 
 class Supervisord:

@@ -10,9 +10,7 @@ real method, or a FAILED fault that is just a Python exception leaking out
 """
 import json
 import os
-import random
 import re
-import socket
 import sys
 import xmlrpc.client
 from xml.parsers.expat import ExpatError
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 
 from supervisor_meshx.testing.consul_double import ConsulDouble
 from supervisord_harness import Supervisord, wait_for
+from supervisord_harness import free_port_range
 
 NODE = "node1"
 OWNED_MARKER = "/tmp/owned"  # what the hostile proxy commands try to create
@@ -49,18 +48,6 @@ METHODS = ("getAPIVersion", "startProxy", "stopProxy", "restart", "info", "start
 # the one supervisord and Consul double of this module
 
 
-def _free_port_range(size=100):
-    while True:
-        low = random.randrange(20000, 30000)
-        try:
-            for port in (low, low + size - 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return low, low + size - 1
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     marker_before = os.path.lexists(OWNED_MARKER)
@@ -71,10 +58,12 @@ def server(tmp_path_factory):
     # deeply nested arguments need a deeper stack in the client's marshaller
     recursion_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(recursion_limit, 10000))
+    ports = free_port_range(size=100)
     try:
         supervisord = Supervisord(meshx_options={
             "consul_http_addr": double.http_addr, "node_name": NODE,
-            "service_template": str(template), "port_range": "%d-%d" % _free_port_range(),
+            "service_template": str(template), "port_range": "%d-%d" % ports,
+            "sidecar_port_range": "%d-%d" % free_port_range(size=100, avoid=ports),
             "proxy_startsecs": "0", "proxy_stopwaitsecs": "2",
             # not the harness's "sleep sh python": sh -c / python -c could run anything
             "proxy_executables": "sleep"}).start()

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from consul_fixtures import *  # noqa: F401,F403
-from test_services import port_range  # noqa: F401
 
 CTLPLUGIN = """
 [ctlplugin:meshx]
@@ -15,12 +14,13 @@ supervisor.ctl_factory = supervisor_meshx.controllerplugin:make_meshx_controller
 
 
 @pytest.fixture
-def server(make_supervisord, consul_double, tmp_path, port_range):
+def server(make_supervisord, consul_double, tmp_path, port_range, sidecar_port_range):
     template = tmp_path / "t.json"
     template.write_text(json.dumps({"proxy": ["sleep", "1000"]}))
     return make_supervisord(extra_config=CTLPLUGIN, meshx_options={
         "consul_http_addr": consul_double.http_addr, "node_name": "node1",
-        "service_template": str(template), "port_range": "%d-%d" % port_range})
+        "service_template": str(template), "port_range": "%d-%d" % port_range,
+        "sidecar_port_range": "%d-%d" % sidecar_port_range})
 
 
 def standalone(server, *args):

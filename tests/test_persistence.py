@@ -7,7 +7,7 @@ import pytest
 
 from consul_fixtures import *  # noqa: F401,F403
 from supervisord_harness import wait_for
-from test_services import agent_checks, agent_services, mesh, port_range  # noqa: F401
+from test_services import agent_checks, agent_services, mesh  # noqa: F401
 
 
 def running(rpc, service_id):

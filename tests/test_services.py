@@ -2,7 +2,6 @@
 and a Consul agent (the double, or a real `consul agent -dev` when one is on PATH)."""
 import json
 import os
-import random
 import socket
 import threading
 import time
@@ -12,37 +11,21 @@ import pytest
 import requests
 
 from consul_fixtures import *  # noqa: F401,F403  (consul_agent, consul_double)
-from supervisord_harness import wait_for
+from supervisord_harness import free_port_range, wait_for
 
 NODE = "node1"
 
 
-def free_port_range(size=40):
-    """A range of currently bindable ports, away from the ephemeral range."""
-    while True:
-        low = random.randrange(20000, 30000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", low))
-            except OSError:
-                continue
-        return low, low + size - 1
-
-
 @pytest.fixture
-def port_range():
-    return free_port_range()
-
-
-@pytest.fixture
-def mesh(make_supervisord, tmp_path, port_range):
+def mesh(make_supervisord, tmp_path, port_range, sidecar_port_range):
     """``mesh(agent, **meshx_options)`` → a supervisord whose services run ``sleep`` as proxy."""
     template = tmp_path / "service_template.json"
     template.write_text(json.dumps({"proxy": ["sleep", "1000"]}))
 
     def make(agent, **options):
         meshx = {"consul_http_addr": agent.http_addr, "node_name": NODE,
-                 "service_template": str(template), "port_range": "%d-%d" % port_range}
+                 "service_template": str(template), "port_range": "%d-%d" % port_range,
+                 "sidecar_port_range": "%d-%d" % sidecar_port_range}
         meshx.update(options)
         return make_supervisord(meshx_options=meshx)
     return make
@@ -113,12 +96,27 @@ def test_start_with_id_and_with_a_given_endpoint(mesh, consul_agent, port_range)
 def test_template_variables_and_typed_leaves(mesh, consul_agent):
     rpc = mesh(consul_agent).rpc
     template = {"registration": {"Name": "{{name}}", "Tags": ["{{team}}", "a&b<c>"],
-                                 "Meta": {"version": "{{version}}"}, "Port": "{{$port$}}"}}
+                                 "Meta": {"version": "{{version}}"}, "Port": "{{$port$}}",
+                                 "Check": {"CheckID": "ttl:{{id}}", "TTL": "10s"}}}
     result = rpc.meshx.start({"name": "web", "team": "payments", "version": "1.2"}, template)
     service = agent_services(consul_agent)["web-node1"]
     assert service["Tags"] == ["payments", "a&b<c>"]
-    assert service["Meta"] == {"version": "1.2"}
+    assert service["Meta"]["version"] == "1.2"
+    assert (service["Meta"]["meshx-node"], len(service["Meta"]["meshx-instance"])) == ("node1", 16)
     assert service["Port"] == result["port"]
+
+
+def test_the_ttl_check_must_be_one_of_the_registrations_checks(mesh, consul_agent):
+    server = mesh(consul_agent)
+    without = {"registration": {"Name": "{{name}}", "Check": {"CheckID": "other", "TTL": "10s"}}}
+    fault = fault_of(server.rpc.meshx.start, "web", without)
+    assert fault.faultString == ("BAD_TEMPLATE: ttl.id 'ttl:web-node1' is not one of the registration's checks "
+                                 "(other)")
+    assert_nothing_left(server, consul_agent, "web-node1")
+    generated = {"registration": {"Name": "{{name}}", "Checks": [{"TTL": "10s"}]},
+                 "ttl": {"id": "service:{{id}}", "status": "passing", "ttl": 1000}}  # the id Consul gives it
+    server.rpc.meshx.start("web", generated)
+    assert agent_checks(consul_agent)["service:web-node1"]["Status"] == "passing"
 
 
 def test_start_many_starts_services_concurrently(mesh, consul_double, port_range):

@@ -6,7 +6,7 @@ import pytest
 
 from consul_fixtures import *  # noqa: F401,F403
 from supervisord_harness import wait_for
-from test_services import agent_services, fault_of, mesh, port_range  # noqa: F401
+from test_services import agent_services, fault_of, mesh  # noqa: F401
 
 
 def upstreams_of(agent, sidecar_id):

@@ -2020,7 +2020,8 @@ class ConsulDouble:
     def __init__(self, port=0, node_name="node1", datacenter="dc1", acl_default_policy=None, acl_tokens=None,
                  sidecar_port_range=(21000, 21255)):
         self._port = port
-        self.latency = 0.0
+        self.latency = 0.0  # seconds before each request is handled
+        self.reply_latency = 0.0  # seconds between handling a request and answering it (a slow network)
         self.request_log = []
         self._log_lock = threading.Lock()
         self._injections = []
@@ -2129,6 +2130,8 @@ class ConsulDouble:
             time.sleep(self.latency)
         response = self._injected(request) or self._dispatch(request, raw_path, raw_query)
         response.headers.setdefault("X-Consul-Default-ACL-Policy", self._acl.header_value)
+        if self.reply_latency:
+            time.sleep(self.reply_latency)  # applied already: a client that gives up has lost the answer
         return response
 
     def _injected(self, request):

@@ -1,0 +1,138 @@
+"""The desired state of each mesh service: what the operator asked for.
+
+A record is written to the state file before anything in the world changes
+for it; the reconciler then makes the world (Consul, the proxy group, the
+ports) match it.  ``present`` False means "being removed": the record stays
+until the service is gone everywhere, so that a crash in the middle of a stop
+still ends in a stop.  Records read back from the state file are untrusted
+input: ``ServiceRecord.from_json`` checks every field's shape.
+"""
+from supervisor_meshx.names import checked_service_id
+from supervisor_meshx.ttl import STATUSES
+
+
+class ServiceRecord:
+    def __init__(self, service_id, name, address, port, allocated, registration,
+                 sidecar_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False):
+        self.service_id = service_id
+        self.name = name
+        self.address = address
+        self.port = port
+        self.allocated = allocated  # the endpoint port came from this plugin's range
+        self.registration = registration  # exactly what is sent to the agent
+        self.sidecar_port = sidecar_port  # held from sidecar_port_range; 0 if none
+        self.ttl = ttl  # {id, status, ttl} or None
+        self.cmd = list(cmd)
+        self.upstreams = {u["name"]: u for u in upstreams}  # in the order connected
+        self.placeholder = placeholder  # listen on the endpoint (a proxy-only service)
+        self.present = True
+        self.registered = False  # the agent has had it since it was desired
+        self.deregistered = False  # our own clean shutdown deregistered it
+        self.reregistrations = 0
+        self.listener = None  # the placeholder's socket; not saved
+
+    @property
+    def sidecar_id(self):
+        return self.service_id + "-sidecar-proxy"
+
+    def ports(self):
+        """Every port this service holds from the plugin's allocators."""
+        held = [u["port"] for u in self.upstreams.values()]
+        if self.allocated:
+            held.append(self.port)
+        return held
+
+    def result(self, already_started=False):
+        return {"service_id": self.service_id, "address": self.address, "port": self.port,
+                "already_started": already_started}
+
+    def to_json(self):
+        return {
+            "name": self.name, "address": self.address, "port": self.port, "allocated": self.allocated,
+            "registration": self.registration, "sidecar_port": self.sidecar_port, "ttl": self.ttl,
+            "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
+            "placeholder": self.placeholder, "present": self.present, "registered": self.registered,
+            "deregistered": self.deregistered, "reregistrations": self.reregistrations,
+        }
+
+    @classmethod
+    def from_json(cls, service_id, saved, saved_cmd=()):
+        """A record from the state file; ValueError names what is wrong.
+
+        ``saved_cmd``: the proxy command saved by a version that kept it only
+        with the proxy."""
+        _expect(isinstance(saved, dict), "not a struct")
+        checked_service_id(service_id)
+        cmd = saved.get("cmd", list(saved_cmd) if saved.get("has_proxy") else [])
+        record = cls(
+            service_id,
+            _string(saved, "name"),
+            _string(saved, "address"),
+            _port(saved.get("port"), "port"),
+            _bool(saved, "allocated"),
+            _struct(saved.get("registration"), "registration"),
+            sidecar_port=_port(saved.get("sidecar_port", 0), "sidecar_port", zero=True),
+            ttl=_ttl(saved.get("ttl")),
+            cmd=_argv(cmd),
+            upstreams=_upstreams(saved.get("upstreams", [])),
+            placeholder=_bool(saved, "placeholder"),
+        )
+        record.present = _bool(saved, "present", True)
+        record.registered = _bool(saved, "registered", True)
+        record.deregistered = _bool(saved, "deregistered")
+        count = saved.get("reregistrations", 0)
+        _expect(isinstance(count, int) and not isinstance(count, bool) and count >= 0, "bad reregistrations")
+        record.reregistrations = count
+        return record
+
+
+def _expect(condition, what):
+    if not condition:
+        raise ValueError(what)
+
+
+def _string(saved, key):
+    value = saved.get(key)
+    _expect(isinstance(value, str) and 0 < len(value) <= 1024, "bad %s" % key)
+    return value
+
+
+def _bool(saved, key, default=False):
+    value = saved.get(key, default)
+    _expect(isinstance(value, bool), "bad %s" % key)
+    return value
+
+
+def _port(value, what, zero=False):
+    _expect(isinstance(value, int) and not isinstance(value, bool)
+            and (0 if zero else 1) <= value <= 65535, "bad %s" % what)
+    return value
+
+
+def _struct(value, what):
+    _expect(isinstance(value, dict), "bad %s" % what)
+    return value
+
+
+def _argv(value):
+    _expect(isinstance(value, list) and all(isinstance(a, str) for a in value), "bad cmd")
+    return value
+
+
+def _ttl(value):
+    if value is None:
+        return None
+    _expect(isinstance(value, dict) and isinstance(value.get("id"), str) and value.get("status") in STATUSES
+            and isinstance(value.get("ttl"), int) and not isinstance(value.get("ttl"), bool)
+            and value["ttl"] > 0, "bad ttl")
+    return {"id": value["id"], "status": value["status"], "ttl": value["ttl"]}
+
+
+def _upstreams(value):
+    _expect(isinstance(value, list), "bad upstreams")
+    for upstream in value:
+        _expect(isinstance(upstream, dict) and isinstance(upstream.get("name"), str)
+                and isinstance(upstream.get("address"), str) and isinstance(upstream.get("definition"), dict),
+                "bad upstream")
+        _port(upstream.get("port"), "upstream port")
+    return value
