@@ -49,7 +49,7 @@ if command -v consul >/dev/null; then
         -server-port "$(free_port)" >"$WORK/consul.log" 2>&1 &
     PIDS+=($!)
     PROXY='["consul", "connect", "proxy", "-log-level", "err", "-sidecar-for", "{{id}}"]'
-    EXECUTABLES=consul
+    EXECUTABLES="consul connect"
 else
     echo "no consul binary on PATH: using the package's Consul agent double"
     "$PY" -m supervisor_meshx.testing.consul_double --port "$CONSUL_PORT" --node-name demo >"$WORK/consul.log" 2>&1 &

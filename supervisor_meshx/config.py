@@ -12,6 +12,7 @@ import socket
 from supervisor.datatypes import boolean, dict_of_key_value_pairs
 
 from supervisor_meshx.consul_connection import ConsulConnection
+from supervisor_meshx import executables
 from supervisor_meshx.executables import DEFAULT_EXECUTABLES
 from supervisor_meshx.ports import parse_port_range
 from supervisor_meshx.restart_policy import RestartPolicy
@@ -54,8 +55,11 @@ def _key_value_pairs(key, text):
         raise ConfigError("%s must be KEY=\"value\" pairs separated by commas" % key)
 
 
-def _word_list(_key, text):
-    return tuple(text.replace(",", " ").split())
+def _executables(key, text):
+    entries = executables.parse(text)
+    if not entries:
+        raise ConfigError("%s must name at least one program" % key)
+    return entries
 
 
 def _text(_key, text):
@@ -124,7 +128,7 @@ class Settings:
         "proxy_startsecs": (_non_negative_number, "1"),
         "proxy_stopwaitsecs": (_non_negative_number, "10"),
         "proxy_environment": (_key_value_pairs, ""),
-        "proxy_executables": (_word_list, " ".join(DEFAULT_EXECUTABLES)),
+        "proxy_executables": (_executables, DEFAULT_EXECUTABLES),
         "consul_http_addr": (_text, ""),
         "consul_http_token": (_text, ""),
         "consul_http_token_file": (_text, ""),
@@ -138,6 +142,7 @@ class Settings:
         "tcp_address": (_address, "127.0.0.1"),
         "port_range": (_port_range, "22000-32767"),
         "sidecar_port_range": (_port_range, "21000-21999"),
+        "admin_port_range": (_port_range, "19000-19999"),
         "reconcile_interval": (_positive_number, "30"),
         "state_file": (_text, ""),
         "deregister_on_shutdown": (_boolean, "true"),
@@ -149,7 +154,8 @@ class Settings:
             raise ConfigError("unknown key(s) in [rpcinterface:meshx]: %s" % ", ".join(unknown))
         for key, (parse, default) in self.KEYS.items():
             setattr(self, key, parse(key, config.get(key, default)))
-        _disjoint(("port_range", self.port_range), ("sidecar_port_range", self.sidecar_port_range))
+        _disjoint(("port_range", self.port_range), ("sidecar_port_range", self.sidecar_port_range),
+                  ("admin_port_range", self.admin_port_range))
 
     def consul_connection(self):
         try:

@@ -14,7 +14,9 @@ class ConsulConnection:
     def __init__(self, address, token="", token_file="", cacert="", client_cert="", client_key=""):
         match = _ADDRESS.match(address.strip())
         if not match or not 0 < int(match.group("port")) < 65536:
-            raise ValueError("consul_http_addr must be host:port or http(s)://host:port, not %r" % address)
+            # not the value itself: a user:password@ part would end up in the log
+            raise ValueError("consul_http_addr must be host:port or http(s)://host:port "
+                             "(no user:password@, no path)")
         self.scheme = match.group("scheme") or "http"
         self.host = match.group("host")
         self.port = int(match.group("port"))
@@ -23,6 +25,7 @@ class ConsulConnection:
         self.cert = (client_cert, client_key) if client_cert and client_key else (client_cert or None)
         self._token = token
         self._token_file = token_file
+        self._tls = (cacert, client_cert, client_key)
 
     @classmethod
     def from_settings(cls, settings, environ=os.environ):
@@ -34,6 +37,19 @@ class ConsulConnection:
             client_cert=settings.consul_client_cert,
             client_key=settings.consul_client_key,
         )
+
+    def proxy_environment(self):
+        """What a proxy needs to reach the agent as the plugin does (the consul CLI's
+        variables); the token goes by file when there is one, never on a command line."""
+        environment = {"CONSUL_HTTP_ADDR": self.address}
+        if self._token:
+            environment["CONSUL_HTTP_TOKEN"] = self._token
+        elif self._token_file:
+            environment["CONSUL_HTTP_TOKEN_FILE"] = self._token_file
+        for name, path in zip(("CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY"), self._tls):
+            if path:
+                environment[name] = path
+        return environment
 
     def token(self):
         """The ACL token; a token file is read at each call so that rotation needs no reload."""

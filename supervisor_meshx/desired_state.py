@@ -13,7 +13,7 @@ from supervisor_meshx.ttl import STATUSES
 
 class ServiceRecord:
     def __init__(self, service_id, name, address, port, allocated, registration,
-                 sidecar_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False):
+                 sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False):
         self.service_id = service_id
         self.name = name
         self.address = address
@@ -21,6 +21,7 @@ class ServiceRecord:
         self.allocated = allocated  # the endpoint port came from this plugin's range
         self.registration = registration  # exactly what is sent to the agent
         self.sidecar_port = sidecar_port  # held from sidecar_port_range; 0 if none
+        self.admin_port = admin_port  # held from admin_port_range for the proxy's admin API; 0 if none
         self.ttl = ttl  # {id, status, ttl} or None
         self.cmd = list(cmd)
         self.upstreams = {u["name"]: u for u in upstreams}  # in the order connected
@@ -49,7 +50,8 @@ class ServiceRecord:
     def to_json(self):
         return {
             "name": self.name, "address": self.address, "port": self.port, "allocated": self.allocated,
-            "registration": self.registration, "sidecar_port": self.sidecar_port, "ttl": self.ttl,
+            "registration": self.registration, "sidecar_port": self.sidecar_port,
+            "admin_port": self.admin_port, "ttl": self.ttl,
             "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
             "placeholder": self.placeholder, "present": self.present, "registered": self.registered,
             "deregistered": self.deregistered, "reregistrations": self.reregistrations,
@@ -72,6 +74,7 @@ class ServiceRecord:
             _bool(saved, "allocated"),
             _struct(saved.get("registration"), "registration"),
             sidecar_port=_port(saved.get("sidecar_port", 0), "sidecar_port", zero=True),
+            admin_port=_port(saved.get("admin_port", 0), "admin_port", zero=True),
             ttl=_ttl(saved.get("ttl")),
             cmd=_argv(cmd),
             upstreams=_upstreams(saved.get("upstreams", [])),

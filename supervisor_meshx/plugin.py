@@ -21,10 +21,11 @@ from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.mainloop import MainLoop
 from supervisor_meshx.names import checked_service_id
-from supervisor_meshx.ports import PortAllocator
+from supervisor_meshx.ports import PortAllocator, Ports
 from supervisor_meshx.proxy_groups import ProxyGroups
 from supervisor_meshx.proxy_process import ProxyProcess
 from supervisor_meshx.reconciler import Reconciler
+from supervisor_meshx.restart_policy import RestartRecord
 from supervisor_meshx.services import MeshServices
 from supervisor_meshx.state_file import VERSION, StateFile, check_path
 from supervisor_meshx.tasks import Wait
@@ -54,18 +55,21 @@ class MeshxPlugin:
             raise ConfigError(str(exc))
         self.instance = ownership.instance_id(settings.node_name, state_path)
         self.loop = MainLoop(self.log_error)
-        self.proxies = ProxyGroups(supervisord, settings, self.instance, self.log_error, self.changed)
-        agent = ConsulAgent(settings.consul_connection(), settings.consul_timeout)
+        connection = settings.consul_connection()
+        self.proxies = ProxyGroups(supervisord, settings, connection.proxy_environment(), self.instance,
+                                   self.log_error, self.changed)
+        agent = ConsulAgent(connection, settings.consul_timeout)
         self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning)
-        ports = (PortAllocator(settings.tcp_address, *settings.port_range),
-                 PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range))
+        ports = Ports(PortAllocator(settings.tcp_address, *settings.port_range),
+                      PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range),
+                      PortAllocator(_any_address(settings.tcp_address), *settings.admin_port_range))
         self.state = StateFile(state_path, self.loop, self._snapshot, self.log_error)
         self.reconciler = Reconciler(self.loop, agent, self.proxies, self.ttl, ports,
                                      ownership.marker(settings.node_name, self.instance),
                                      self.save, self.log_warning)
         self.services = MeshServices(self.loop, self.reconciler, self.proxies, self.ttl, ports, settings,
                                      self.wait_restored, self.save, self.log_warning)
-        self.upstreams = Upstreams(self.services, self.reconciler, ports[0], settings)
+        self.upstreams = Upstreams(self.services, self.reconciler, ports.endpoint, settings)
         self._ports = ports
         self._save_scheduled = False
         self._stopped = False
@@ -118,11 +122,10 @@ class MeshxPlugin:
                              % (len(stopped), " ".join(map(str, sorted(stopped)))))
         for service_id, record in records.items():
             if self._adopt(record):
-                self.reconciler.saved_restarts[service_id] = proxies.get(service_id, {}).get("restarts", 0)
+                self.reconciler.saved_history[service_id] = proxies.get(service_id)
         for service_id, entry in proxies.items():
             if service_id not in records:
-                self._try("restore proxy %s" % service_id, self.proxies.start, service_id, entry["cmd"],
-                          entry["restarts"])
+                self._try("restore proxy %s" % service_id, self.proxies.start, service_id, entry["cmd"], entry)
         self.restored = True  # from now on the state file follows every change
         for service_id in list(self.reconciler.records):
             self.reconciler.reconcile(service_id)
@@ -160,10 +163,8 @@ class MeshxPlugin:
 
     def _adopt(self, record):
         """Hold the ports of a saved service and make it desired; False if they clash."""
-        endpoint, sidecar = self._ports
         held = []
-        for allocator, port in [(endpoint, p) for p in record.ports()] + \
-                ([(sidecar, record.sidecar_port)] if record.sidecar_port else []):
+        for allocator, port in self._ports.held_by(record):
             if not allocator.hold(port):
                 for allocator_held, port_held in held:
                     allocator_held.release(port_held)
@@ -201,6 +202,7 @@ class MeshxPlugin:
             (events.SupervisorRunningEvent, self._on_running),
             (events.SupervisorStoppingEvent, self._on_stopping),
             (events.ProcessStateEvent, self._on_process_state),
+            (events.ProcessGroupRemovedEvent, self._on_group_removed),
         ):
             events.subscribe(event_type, self._guarded(handler))
 
@@ -249,6 +251,15 @@ class MeshxPlugin:
             self.loop.call_later(due, self.loop.wake)
 
 
+    def _on_group_removed(self, event):
+        """``supervisorctl remove`` of a proxy group: a mesh service gets it back."""
+        service_id = self.proxies.group_removed(event.group)
+        if service_id is not None and not self._stopped:
+            self.log_warning("meshx: proxy group %s was removed; the reconciler adds it again if its "
+                             "service is started (meshx stop removes a service)" % event.group)
+            self.reconciler.reconcile(service_id)
+
+
 def default_state_file(options):
     """Beside supervisord's pid file, which is unique to each supervisord."""
     return os.path.splitext(os.path.abspath(options.pidfile))[0] + ".meshx.json"
@@ -263,14 +274,23 @@ def _saved_proxy(service_id, entry):
     checked_service_id(service_id)
     if not isinstance(entry, dict):
         raise ValueError("not a struct")
-    cmd, restarts, pid, started = entry.get("cmd"), entry.get("restarts", 0), entry.get("pid", 0), \
-        entry.get("start_time")
+    cmd = entry.get("cmd")
     if not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
         raise ValueError("bad cmd")
-    for value in (restarts, pid) + ((started,) if started is not None else ()):
+    numbers = {key: entry.get(key, 0) for key in ("restarts", "pid", "last_exit_at", "last_running_at")}
+    numbers["start_time"] = entry.get("start_time")
+    by_cause = entry.get("restarts_by_cause", {"crash": numbers["restarts"]})
+    if not isinstance(by_cause, dict) or set(by_cause) - set(RestartRecord.CAUSES):
+        raise ValueError("bad restarts_by_cause")
+    for key, value in list(numbers.items()) + list(by_cause.items()):
+        if value is None and key == "start_time":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("bad restarts, pid or start_time")
-    return {"cmd": cmd, "restarts": restarts, "pid": pid, "start_time": started}
+            raise ValueError("bad %s" % key)
+    last_exit = entry.get("last_exit", "")
+    if not isinstance(last_exit, str) or len(last_exit) > 200:
+        raise ValueError("bad last_exit")
+    return dict(numbers, cmd=cmd, restarts_by_cause=by_cause, last_exit=last_exit)
 
 
 def _shown(value):

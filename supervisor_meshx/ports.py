@@ -128,3 +128,17 @@ class PortAllocator:
     def _restart_cursors_if_met(self):
         if self._service_next > self._upstream_next:
             self._service_next, self._upstream_next = self.low, self.high
+
+
+class Ports:
+    """The plugin's allocators: endpoints (and upstreams), sidecars' public ports, proxies' admin ports."""
+
+    def __init__(self, endpoint, sidecar, admin):
+        self.endpoint, self.sidecar, self.admin = endpoint, sidecar, admin
+
+    def held_by(self, record):
+        """(allocator, port) for every port a service holds."""
+        held = [(self.endpoint, port) for port in record.ports()]
+        held += [(allocator, port) for allocator, port in ((self.sidecar, record.sidecar_port),
+                                                          (self.admin, record.admin_port)) if port]
+        return held

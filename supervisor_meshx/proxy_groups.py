@@ -10,10 +10,10 @@ import shlex
 from supervisor.options import ProcessGroupConfig, UnhosedConfigParser
 from supervisor.states import STOPPED_STATES, ProcessStates, getProcessStateDescription
 
-from supervisor_meshx import ownership
+from supervisor_meshx import limits, ownership
 from supervisor_meshx.executables import CommandNotAllowed, ExecutablePolicy
 from supervisor_meshx.faults import MeshxFault
-from supervisor_meshx.names import checked_service_id, group_name
+from supervisor_meshx.names import GROUP_PREFIX, checked_service_id, group_name
 from supervisor_meshx.proxy_process import NEVER, ProxyProcessConfig
 from supervisor_meshx.restart_policy import RestartRecord
 from supervisor_meshx.tasks import Wait
@@ -38,7 +38,8 @@ class Proxy:
 
 
 class ProxyGroups:
-    def __init__(self, supervisord, settings, instance, log_error, on_change):
+    def __init__(self, supervisord, settings, agent_environment, instance, log_error, on_change):
+        """``agent_environment``: how a proxy reaches the agent; ``proxy_environment`` overrides it."""
         self._supervisord = supervisord
         self._instance = instance
         self._on_change = on_change
@@ -46,9 +47,14 @@ class ProxyGroups:
         self._log_error = log_error
         self._policy = settings.restart_policy()
         self._environment = dict(supervisord.options.configroot.supervisord.environment or {})
+        self._environment.update(agent_environment)
         self._environment.update(settings.proxy_environment)
         self._executables = ExecutablePolicy(settings.proxy_executables, self._environment.get("PATH"))
+        for program in self._executables.missing():
+            supervisord.options.logger.warn("meshx: proxy_executables: %s is not an executable file "
+                                            "(absolute path or name on PATH); proxies can't use it" % program)
         self._proxies = {}
+        self._removing = None  # the group stop() is removing
         self._keep_groups_across_rereads(supervisord.options)
 
     # -- queries ---------------------------------------------------------
@@ -72,16 +78,30 @@ class ProxyGroups:
     def info(self, service_id):
         proxy = self._get(service_id)
         process = self.process(service_id)
-        return {
+        return dict(proxy.record.history(), **{
             "service_id": service_id,
             "group": proxy.group_config.name,
             "cmd": list(proxy.cmd),
-            "restarts": proxy.record.restarts,
             "max_restarts": -1 if self._policy.max_restarts is None else self._policy.max_restarts,
             "state": self.state_name(service_id),
             "pid": process.pid if process else 0,
             "spawnerr": (process.spawnerr or "") if process else "",
-        }
+        })
+
+    def evidence(self, service_id):
+        """Why a proxy is not running, for a failed start's fault and the log:
+        its state, last exit and the tail of its output (which its removal deletes)."""
+        proxy = self._proxies.get(service_id)
+        process = self.process(service_id)
+        if proxy is None or process is None:
+            return ""
+        parts = ["proxy %s" % self.state_name(service_id)]
+        if proxy.record.last_exit:
+            parts.append("last exit: %s" % proxy.record.last_exit)
+        if process.spawnerr:
+            parts.append(process.spawnerr)
+        tail = _output_tail(process.config)
+        return "; ".join(parts) + (("; its output ends:\n" + tail) if tail else "")
 
     # -- changes ---------------------------------------------------------
 
@@ -96,18 +116,20 @@ class ProxyGroups:
         except CommandNotAllowed as exc:
             raise MeshxFault("COMMAND_NOT_ALLOWED", str(exc))
 
-    def start(self, service_id, cmd, restarts=0):
-        """Add the proxy's group and spawn it; False (nothing started) for an empty cmd."""
+    def start(self, service_id, cmd, history=None):
+        """Add the proxy's group and spawn it; False (nothing started) for an empty cmd.
+        ``history``: the restart record saved by an earlier run."""
         argv = self.check(service_id, cmd)
         if not argv:
             return False
-        record = RestartRecord(restarts)
+        record = RestartRecord.from_history(history or {})
         group_config = self._group_config(service_id, argv, record)
         try:
             self._supervisord.add_process_group(group_config)  # creates the log files
         except OSError as exc:
             raise MeshxFault("FAILED", "cannot add group %s: %s" % (group_config.name, exc))
         self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
+        self._supervisord.options.process_group_configs.append(group_config)  # for avail, add, remove
         self.process(service_id).spawn()
         self._on_change()
         return True
@@ -117,12 +139,35 @@ class ProxyGroups:
         proxy = self._get(service_id)
         yield from self._stopped(service_id)
         name = proxy.group_config.name
-        if not self._supervisord.remove_process_group(name):
-            raise MeshxFault("FAILED", "%s did not stop" % name)
-        del self._proxies[service_id]
+        self._removing = name
+        try:
+            if not self._supervisord.remove_process_group(name):
+                raise MeshxFault("FAILED", "%s did not stop" % name)
+        finally:
+            self._removing = None
+        self._forget(service_id)
         _remove_logs(proxy.group_config)
         self._on_change()
         return True
+
+    def group_removed(self, name):
+        """supervisord removed a group (``supervisorctl remove``): the service id if it
+        was one of these proxies, now forgotten; else None."""
+        if name == self._removing or not name.startswith(GROUP_PREFIX):
+            return None
+        service_id = name[len(GROUP_PREFIX):]
+        proxy = self._proxies.get(service_id)
+        if proxy is None or name in self._supervisord.process_groups:
+            return None
+        self._forget(service_id)
+        return service_id
+
+    def _forget(self, service_id):
+        proxy = self._proxies.pop(service_id)
+        configs = self._supervisord.options.process_group_configs
+        if proxy.group_config in configs:
+            configs.remove(proxy.group_config)
+        self._on_change()
 
     def restart(self, service_id):
         """Steps: stop the proxy, reset its restart count and start it again."""
@@ -139,12 +184,7 @@ class ProxyGroups:
         for service_id, proxy in self._proxies.items():
             process = self.process(service_id)
             pid, started = proxy.identity(process.pid if process else 0)
-            saved[service_id] = {
-                "cmd": proxy.cmd,
-                "restarts": proxy.record.restarts,
-                "pid": pid,
-                "start_time": started,
-            }
+            saved[service_id] = dict(proxy.record.history(), cmd=proxy.cmd, pid=pid, start_time=started)
         return saved
 
     def _stopped(self, service_id):
@@ -187,37 +227,64 @@ class ProxyGroups:
         config.startsecs = self._settings.proxy_startsecs
         config.stopwaitsecs = self._settings.proxy_stopwaitsecs
         config.policy = self._policy
+        config.executables = self._executables
         config.record = record
         config.service_id = service_id
         config.on_error = self._log_error
         return ProcessGroupConfig(options, name, 999, [config])
 
     def _keep_groups_across_rereads(self, options):
-        """Make ``reread``/``update``/``avail`` see proxy groups as configured.
+        """Make ``reread``/``update``/``avail`` see exactly the proxy groups there are.
 
         supervisord's ``update`` stops and removes every group missing from its
         config files; re-appending the proxies' configs after each parse makes
-        them "unchanged" instead.
+        them "unchanged" instead.  A group in the files named like a proxy
+        group is dropped (with a warning): ``supervisorctl add`` must not make a
+        group the plugin would take for one of its own.
         """
         parse = options.process_config
 
         def process_config(*args, **kwargs):
             result = parse(*args, **kwargs)
-            names = {config.name for config in options.process_group_configs}
-            options.process_group_configs.extend(
-                proxy.group_config for proxy in self._proxies.values()
-                if proxy.group_config.name not in names)
+            ours = [proxy.group_config for proxy in self._proxies.values()]
+            for config in list(options.process_group_configs):
+                if config.name.startswith(GROUP_PREFIX) and config not in ours:
+                    options.process_group_configs.remove(config)
+                    options.logger.warn("meshx: [program:%s] ignored: names starting with %r are "
+                                        "reserved for proxy groups" % (config.name, GROUP_PREFIX))
+            options.process_group_configs.extend(ours)
             return result
 
         options.process_config = process_config
 
 
 def _checked_argv(cmd):
-    if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
+    if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd[:limits.MAX_ARGS + 1]):
         raise MeshxFault("BAD_ARGUMENTS", "cmd must be a list of strings")
+    limits.check_argv(cmd)
     if any(NOT_XML.search(arg) for arg in cmd):
         raise MeshxFault("BAD_ARGUMENTS", "cmd must not hold control characters")
     return list(cmd)
+
+
+TAIL_LINES, TAIL_BYTES = 20, 2048
+
+
+def _output_tail(config):
+    """The last lines a process wrote (stderr, then stdout), at most TAIL_LINES / TAIL_BYTES."""
+    lines = []
+    for path in (config.stderr_logfile, config.stdout_logfile):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - TAIL_BYTES))
+                lines += f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
+        except OSError:
+            continue
+    text = "\n".join(line for line in lines[-TAIL_LINES:] if line.strip())
+    return text[-TAIL_BYTES:]
 
 
 def _remove_logs(group_config):

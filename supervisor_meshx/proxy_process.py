@@ -9,7 +9,7 @@ Starts made anywhere else (``meshx.*`` calls, ``supervisorctl start``) call
 """
 import time
 
-from supervisor.options import ProcessConfig
+from supervisor.options import NotExecutable, ProcessConfig, decode_wait_status
 from supervisor.process import Subprocess
 from supervisor.states import ProcessStates, SupervisorStates
 
@@ -24,6 +24,7 @@ class ProxyProcessConfig(ProcessConfig):
     service_id = None
     policy = None
     record = None
+    executables = None
     on_error = None
 
     def make_process(self, group=None):
@@ -33,7 +34,17 @@ class ProxyProcessConfig(ProcessConfig):
 
 
 class ProxyProcess(Subprocess):
+    def finish(self, pid, sts):
+        ran = self.state == ProcessStates.RUNNING
+        Subprocess.finish(self, pid, sts)
+        self.config.record.last_exit = decode_wait_status(sts)[1]
+        self.config.record.last_exit_at = time.time()
+        if ran:
+            self.spawnerr = None  # supervisord's "Bad exit code -1" for a kill: not a spawn error
+
     def change_state(self, new_state, expected=True):
+        if new_state == ProcessStates.RUNNING:
+            self.config.record.last_running_at = time.time()
         if new_state in (ProcessStates.EXITED, ProcessStates.BACKOFF):
             # recorded before the state event goes out, so listeners see the restart time
             record, policy = self.config.record, self.config.policy
@@ -42,6 +53,14 @@ class ProxyProcess(Subprocess):
                 self.config.options.logger.warn("meshx: %s stays down after %d restarts (max_proxy_restarts)"
                                                 % (self.config.name, record.restarts))
         return Subprocess.change_state(self, new_state, expected)
+
+    def get_execv_args(self):
+        """What supervisord is about to exec, checked against proxy_executables again
+        (its answer may have changed since the command was accepted)."""
+        filename, argv = Subprocess.get_execv_args(self)
+        if not self.config.executables.allows([filename] + list(argv[1:])):
+            raise NotExecutable("%s is not allowed by proxy_executables any more" % filename)
+        return filename, argv
 
     def transition(self):
         try:
@@ -63,5 +82,5 @@ class ProxyProcess(Subprocess):
         if time.time() < record.restart_due:
             self.delay = record.restart_due  # keeps supervisord's own BACKOFF retry away
             return
-        record.restarts += 1
+        record.restarted("crash")
         self.spawn()

@@ -14,6 +14,7 @@ call for all services; it reconciles only the services that differ and
 deregisters registrations carrying this instance's marker that nobody wants.
 """
 import socket
+import time
 
 from supervisor_meshx import registration
 from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
@@ -21,6 +22,8 @@ from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.tasks import Task, Wait
 
 RETRY_MAX = 30.0  # seconds between attempts at a failing background reconcile
+# An agent whose cluster has no leader yet refuses registrations with a 500 saying so.
+NOT_READY = "could not retrieve initial service_defaults config"
 LOCK_TIMEOUT = 120.0  # seconds a call waits for earlier work on the same id
 
 
@@ -47,22 +50,23 @@ class KeyedLocks:
 
 class Reconciler:
     def __init__(self, loop, agent, proxies, ttl, ports, marker, save, log):
-        """``ports``: (endpoint allocator, sidecar allocator); ``save()``: persist soon."""
+        """``ports``: the plugin's ``Ports``; ``save()``: persist soon."""
         self._loop = loop
         self.agent = agent
         self._proxies = proxies
         self._ttl = ttl
-        self._ports, self._sidecar_ports = ports
+        self._ports = ports
         self.marker = marker
         self._save = save
         self._log = log
         self.records = {}  # service id -> ServiceRecord
         self.locks = KeyedLocks()
-        self.saved_restarts = {}  # service id -> restart count of a proxy not started yet
+        self.saved_history = {}  # service id -> restart history of a proxy not started yet
         self._queued = set()
         self._stale = set()  # ids whose registration must be sent again whatever it looks like
         self._failures = {}
         self._stopped = False
+        self._agent_ids = set()  # the agent's service ids, as of the last periodic pass
 
     def stop(self):
         self._stopped = True
@@ -75,17 +79,20 @@ class Reconciler:
             except ConsulUnavailable as exc:
                 raise MeshxFault("CONSUL_UNAVAILABLE", str(exc))
             except ConsulError as exc:
+                if exc.status == 400:  # only a registration can be refused so
+                    raise MeshxFault("BAD_TEMPLATE", "the Consul agent refused the registration: %s" % exc)
                 raise MeshxFault("CONSUL_ERROR", str(exc))
         return self._loop.submit(call)
 
     # -- converging one service (its lock held) ---------------------------
 
-    def converge(self, record):
+    def converge(self, record, deadline=0.0):
         """Steps: make the world match ``record``; a fault if it can't yet
-        (a background retry is then scheduled)."""
+        (a background retry is then scheduled).  An agent that is not ready
+        yet is asked again until ``deadline`` (time.monotonic())."""
         try:
             if record.present:
-                yield from self._converge_present(record)
+                yield from self._converge_present(record, deadline)
             else:
                 yield from self._remove(record)
         except MeshxFault:
@@ -93,14 +100,14 @@ class Reconciler:
             raise
         self._failures.pop(record.service_id, None)
 
-    def _converge_present(self, record):
+    def _converge_present(self, record, deadline):
         parent = yield self.consul(self.agent.service, record.service_id)
         sidecar = None
         if registration.sidecar_of(record.registration) is not None:
             sidecar = yield self.consul(self.agent.service, record.sidecar_id)
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.registration, parent, sidecar):
-            yield self.consul(self.agent.register, record.registration)
+            yield from self._register(record, deadline)
             self._stale.discard(record.service_id)
             if parent is None and record.registered and not record.deregistered:
                 record.reregistrations += 1
@@ -110,13 +117,25 @@ class Reconciler:
             self._save()
         self._run(record)
 
+    def _register(self, record, deadline):
+        pause = 0.1
+        while True:
+            try:
+                yield self.consul(self.agent.register, record.registration)
+                return
+            except MeshxFault as exc:
+                if NOT_READY not in exc.detail or time.monotonic() + pause > deadline:
+                    raise
+            yield Wait(lambda: False, timeout=pause)
+            pause = min(2 * pause, 1.0)
+
     def _run(self, record):
         """The local parts: TTL updates, proxy group, placeholder listener."""
         service_id = record.service_id
         if record.ttl and self._ttl.get(service_id) is None:
             self._ttl.add(service_id, record.ttl["id"], record.ttl["status"], record.ttl["ttl"])
         if record.cmd and service_id not in self._proxies.ids():
-            self._proxies.start(service_id, record.cmd, self.saved_restarts.pop(service_id, 0))
+            self._proxies.start(service_id, record.cmd, self.saved_history.pop(service_id, None))
         if record.placeholder and record.listener is None:
             record.listener = listen(record.address, record.port)
 
@@ -132,10 +151,8 @@ class Reconciler:
         if record.listener is not None:
             record.listener.close()
             record.listener = None
-        for port in record.ports():
-            self._ports.release(port)
-        if record.sidecar_port:
-            self._sidecar_ports.release(record.sidecar_port)
+        for allocator, port in self._ports.held_by(record):
+            allocator.release(port)
         if self.records.get(service_id) is record:
             del self.records[service_id]
         self._save()
@@ -146,6 +163,15 @@ class Reconciler:
         return ((not record.ttl or self._ttl.get(service_id) is not None)
                 and (not record.cmd or service_id in self._proxies.ids())
                 and (not record.placeholder or record.listener is not None))
+
+    def case_variant(self, service_id):
+        """An id known here or to the agent that differs from ``service_id`` only in case, or None.
+        ``consul connect proxy -sidecar-for`` matches ids case-insensitively."""
+        folded = service_id.lower()
+        for known in list(self.records) + list(self._agent_ids):
+            if known.lower() == folded and known != service_id:
+                return known
+        return None
 
     # -- in the background ------------------------------------------------
 
@@ -197,6 +223,7 @@ class Reconciler:
     def periodic_pass(self):
         """Steps: one agent call for all services; reconcile what differs, collect what is ours and unwanted."""
         services = yield self.consul(self.agent.services)
+        self._agent_ids = set(services)
         wanted = set()
         for service_id, record in list(self.records.items()):
             wanted.update((service_id, record.sidecar_id))

@@ -26,10 +26,18 @@ class RestartPolicy:
 
 
 class RestartRecord:
-    """Restart accounting of one proxy; outlives the supervisord process object."""
+    """Restart accounting and history of one proxy; outlives the supervisord process
+    object and is saved with the plugin's state."""
 
-    def __init__(self, restarts=0):
+    CAUSES = ("crash", "health")  # crash: the proxy exited or was killed
+
+    def __init__(self, restarts=0, by_cause=None, last_exit="", last_exit_at=0, last_running_at=0):
         self.restarts = restarts
+        self.by_cause = {cause: 0 for cause in self.CAUSES}
+        self.by_cause.update(by_cause or {"crash": restarts})
+        self.last_exit = last_exit  # "exit status 1", "terminated by SIGKILL", ...
+        self.last_exit_at = last_exit_at  # seconds since the epoch
+        self.last_running_at = last_running_at
         self.consecutive_failures = 0
         self.restart_due = 0.0
 
@@ -39,7 +47,23 @@ class RestartRecord:
         self.consecutive_failures += 1
         self.restart_due = now + policy.delay(self.consecutive_failures)
 
+    def restarted(self, cause):
+        self.restarts += 1
+        self.by_cause[cause] += 1
+
     def reset(self):
         self.restarts = 0
+        self.by_cause = {cause: 0 for cause in self.CAUSES}
         self.consecutive_failures = 0
         self.restart_due = 0.0
+
+    def history(self):
+        """What info and status show, and what the state file keeps."""
+        return {"restarts": self.restarts, "restarts_by_cause": dict(self.by_cause),
+                "last_exit": self.last_exit, "last_exit_at": int(self.last_exit_at),
+                "last_running_at": int(self.last_running_at)}
+
+    @classmethod
+    def from_history(cls, saved):
+        return cls(saved.get("restarts", 0), saved.get("restarts_by_cause"), saved.get("last_exit", ""),
+                   saved.get("last_exit_at", 0), saved.get("last_running_at", 0))

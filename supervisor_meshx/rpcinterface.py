@@ -5,6 +5,9 @@ Enable it in supervisord.conf::
     [rpcinterface:meshx]
     supervisor.rpcinterface_factory = supervisor_meshx.rpcinterface:make_meshx_rpcinterface
 """
+import os
+import sys
+
 from supervisor.states import SupervisorStates
 
 from supervisor_meshx import API_VERSION, supervisor_fixes, tasks
@@ -25,7 +28,14 @@ class MeshxNamespaceRPCInterface:
         return self._plugin
 
     def _now(self, fn, *args):
+        """Answer at once, or as soon as the state of an earlier run is restored."""
+        if not self._plugin.restored:
+            return self._steps(self._after_restore, fn, *args)
         return to_xmlrpc(tasks.call(lambda: fn(*args), self._plugin.log_error))
+
+    def _after_restore(self, fn, *args):
+        yield from self._plugin.wait_restored()
+        return fn(*args)
 
     def _steps(self, steps, *args):
         plugin = self._plugin
@@ -91,6 +101,7 @@ class MeshxNamespaceRPCInterface:
             record = plugin.services.records.get(service_id)
             info["reregistrations"] = record.reregistrations if record else 0
             info["sidecar_port"] = record.sidecar_port if record else 0
+            info["admin_port"] = record.admin_port if record else 0
             return info
         return self._now(describe)
 
@@ -139,7 +150,7 @@ class MeshxNamespaceRPCInterface:
 
         @return array ids  service ids, sorted
         """
-        return self._ready().services.ids()
+        return self._now(self._ready().services.ids)
 
     def status(self):
         """Describe every service started by this supervisord, from local state only.
@@ -148,8 +159,8 @@ class MeshxNamespaceRPCInterface:
         ``proxy_state`` is REMOVED while the proxy group is missing (the reconciler
         adds it again).
 
-        @return array rows  structs {service_id, address, port, sidecar_port, proxy_state, pid,
-                            restarts, reregistrations, ttl_status}
+        @return array rows  structs {service_id, address, port, sidecar_port, admin_port, proxy_state,
+                            pid, restarts, reregistrations, ttl_status}
         """
         return self._now(self._ready().services.status)
 
@@ -227,6 +238,20 @@ def make_meshx_rpcinterface(supervisord, **config):
     try:
         return MeshxNamespaceRPCInterface(plugin_for(supervisord, config))
     except ConfigError as exc:
-        # supervisord reports only "Could not make meshx rpc interface"
-        supervisord.options.logger.critical("meshx: %s" % exc)
-        raise
+        _refuse_to_start(supervisord.options, "meshx: %s" % exc)
+
+
+def _refuse_to_start(options, reason):
+    """Stop supervisord with ``reason`` on stderr and in its log, as its own
+    configuration errors do.  Raising would only print "Could not make meshx
+    rpc interface" and log a traceback.  Nothing runs yet (or, on a reload,
+    any more): supervisord spawns its programs after the rpc interfaces are made."""
+    options.logger.critical(reason)
+    for handler in getattr(options.logger, "handlers", []):
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    sys.stderr.write("Error: %s\nFor help, use %s -h\n" % (reason, sys.argv[0]))
+    sys.stderr.flush()
+    os._exit(2)

@@ -15,7 +15,7 @@ import time
 
 from supervisor.xmlrpc import RPCError
 
-from supervisor_meshx import registration, templates
+from supervisor_meshx import limits, registration, templates
 from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
@@ -37,12 +37,13 @@ DEFAULT_TEMPLATE = {
 }
 HEALTH_POLL = 0.25  # seconds between health queries while start waits for passing
 MAX_TIMEOUT_MS = 600000
+NOT_READY_WAIT_MS = 5000  # how long a start with timeout 0 waits for an agent that is not ready yet
 MAX_BATCH = 1000  # services in one startMany call
 
 
 class MeshServices:
     def __init__(self, loop, reconciler, proxies, ttl, ports, settings, ready, save, log):
-        """``ports``: (endpoint allocator, sidecar allocator); ``ready()``: steps that
+        """``ports``: the plugin's ``Ports``; ``ready()``: steps that
         wait until the state of an earlier run is restored; ``save()``: a future of the
         state on disk."""
         self._loop = loop
@@ -53,7 +54,7 @@ class MeshServices:
         self.consul = reconciler.consul
         self.proxies = proxies
         self._ttl = ttl
-        self._ports, self._sidecar_ports = ports
+        self._ports = ports
         self._ready = ready
         self.save = save
         self._log = log
@@ -102,6 +103,10 @@ class MeshServices:
         if record is not None:
             return (yield from self._already_started(record, timeout))
 
+        variant = self._reconciler.case_variant(service_id)
+        if variant:
+            raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
+                             "(Consul's proxies would take one for the other)" % (service_id, variant))
         existing = yield self.consul(self.agent.service, service_id)
         if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
             raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
@@ -110,16 +115,21 @@ class MeshServices:
         self.records[service_id] = record
         try:
             yield self.save()
-            yield from self._reconciler.converge(record)
+            yield from self._reconciler.converge(record, time.monotonic() + (timeout or NOT_READY_WAIT_MS) / 1000.0)
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
-        except Exception:
+        except Exception as exc:
+            evidence = self.proxies.evidence(service_id) if record.cmd else ""
+            if evidence:
+                self._log("meshx: start of %s failed: %s" % (service_id, evidence))
             record.present = False
             try:
                 yield from self._reconciler.converge(record)
-            except MeshxFault as exc:
+            except MeshxFault as undo_error:
                 self._log("meshx: the failed start of %s is not undone yet (%s); retrying"
-                          % (service_id, exc.text))
+                          % (service_id, undo_error.text))
+            if evidence and isinstance(exc, MeshxFault):
+                raise MeshxFault(exc.name, "%s; %s" % (exc.detail, evidence))
             raise
         return record.result()
 
@@ -127,6 +137,8 @@ class MeshServices:
         """Steps: start every service concurrently; one result or error per service, in order."""
         if not isinstance(services, list) or len(services) > MAX_BATCH:
             raise MeshxFault("BAD_ARGUMENTS", "services must be a list of at most %d" % MAX_BATCH)
+        limits.check_size(services, limits.MAX_BATCH_SIZE, "services")
+        _checked_template(template)
         started = [Task(self._loop, self.start(service, template, force, timeout), self._log)
                    for service in services]
         yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 300)
@@ -169,6 +181,7 @@ class MeshServices:
         if isinstance(service, str):
             params = {"name": service}
         elif isinstance(service, dict):
+            limits.check_size(service, limits.MAX_SERVICE, "service")
             try:
                 templates.check_data(service, "service")
             except templates.TemplateError as exc:
@@ -186,16 +199,22 @@ class MeshServices:
         held = []
         try:
             address, port, allocated = self._endpoint(params, held)
-            sidecar_port = self._allocate(self._sidecar_ports, held, params["id"])
-            params["sidecar_port"] = sidecar_port
+            params["sidecar_port"] = self._allocate(self._ports.sidecar, held, params["id"])
+            params["admin_port"] = self._allocate(self._ports.admin, held, params["id"])
             plan = self._render(template, params)
             if plan.cmd:
                 self.proxies.check(params["id"], plan.cmd)
-            definition = registration.with_sidecar_port(plan.registration, sidecar_port)
-            if registration.sidecar_port(definition) != sidecar_port:
-                self._sidecar_ports.release(sidecar_port)  # the template chose the port itself
-                held.remove((self._sidecar_ports, sidecar_port))
-                sidecar_port = 0
+            definition = registration.with_sidecar_port(plan.registration, params["sidecar_port"])
+            has_sidecar = registration.sidecar_of(definition) is not None
+            # the template may set the sidecar's port itself, and a service without a sidecar needs neither
+            sidecar_port = params["sidecar_port"] if registration.sidecar_port(definition) == \
+                params["sidecar_port"] else 0
+            admin_port = params["admin_port"] if has_sidecar else 0
+            for allocator, unused in ((self._ports.sidecar, params["sidecar_port"] if not sidecar_port else 0),
+                                      (self._ports.admin, params["admin_port"] if not admin_port else 0)):
+                if unused:
+                    allocator.release(unused)
+                    held.remove((allocator, unused))
             try:
                 definition = registration.owned(definition, self._reconciler.marker)
             except ValueError as exc:
@@ -205,7 +224,8 @@ class MeshServices:
                 allocator.release(held_port)
             raise
         return ServiceRecord(params["id"], params["name"], address, port, allocated, definition,
-                             sidecar_port=sidecar_port, ttl=plan.ttl, cmd=plan.cmd, placeholder=placeholder)
+                             sidecar_port=sidecar_port, admin_port=admin_port, ttl=plan.ttl, cmd=plan.cmd,
+                             placeholder=placeholder)
 
     def _endpoint(self, params, held):
         given_address, given_port = params.get("address"), params.get("port")
@@ -215,9 +235,10 @@ class MeshServices:
                     and 0 < given_port < 65536):
                 raise MeshxFault("BAD_ARGUMENTS", "address (a string) and port (1-65535) go together")
             return given_address, given_port, False
-        port = self._allocate(self._ports, held, params["id"])
-        params["address"], params["port"] = self._ports.address, port
-        return self._ports.address, port, True
+        endpoints = self._ports.endpoint
+        port = self._allocate(endpoints, held, params["id"])
+        params["address"], params["port"] = endpoints.address, port
+        return endpoints.address, port, True
 
     @staticmethod
     def _allocate(allocator, held, service_id):
@@ -270,8 +291,11 @@ class MeshServices:
             rows.append({
                 "service_id": service_id, "address": record.address, "port": record.port,
                 "sidecar_port": record.sidecar_port or registration.sidecar_port(record.registration),
+                "admin_port": record.admin_port,
                 "proxy_state": proxy.get("state", "REMOVED" if record.cmd else ""), "pid": proxy.get("pid", 0),
-                "restarts": proxy.get("restarts", 0), "reregistrations": record.reregistrations,
+                "restarts": proxy.get("restarts", 0), "restarts_by_cause": proxy.get("restarts_by_cause", {}),
+                "last_exit": proxy.get("last_exit", ""), "last_exit_at": proxy.get("last_exit_at", 0),
+                "last_running_at": proxy.get("last_running_at", 0), "reregistrations": record.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
             })
         return rows
@@ -413,4 +437,5 @@ def _checked_template(template):
         return {}
     if not isinstance(template, dict):
         raise MeshxFault("BAD_ARGUMENTS", "template must be a struct")
+    limits.check_size(template, limits.MAX_TEMPLATE, "template")
     return template

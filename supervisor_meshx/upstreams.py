@@ -11,7 +11,7 @@ never lose an upstream.
 """
 import copy
 
-from supervisor_meshx import registration, templates
+from supervisor_meshx import limits, registration, templates
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
@@ -124,8 +124,8 @@ class Upstreams:
 
 
 def _checked_list(value, what):
-    if not isinstance(value, list):
-        raise MeshxFault("BAD_ARGUMENTS", "%s must be a list" % what)
+    if not isinstance(value, list) or len(value) > limits.MAX_UPSTREAMS:
+        raise MeshxFault("BAD_ARGUMENTS", "%s must be a list of at most %d" % (what, limits.MAX_UPSTREAMS))
     return value
 
 
@@ -134,12 +134,14 @@ def _checked_template(template):
         return None
     if not isinstance(template, dict):
         raise MeshxFault("BAD_ARGUMENTS", "template must be a struct")
+    limits.check_size(template, limits.MAX_TEMPLATE, "template")
     return template
 
 
 def _upstream_params(upstream):
     if not isinstance(upstream, (str, dict)):
         raise MeshxFault("BAD_ARGUMENTS", "an upstream is a name or a struct with a name")
+    limits.check_size(upstream, limits.MAX_SERVICE, "an upstream")
     try:
         templates.check_data(upstream, "upstream")
     except templates.TemplateError as exc:

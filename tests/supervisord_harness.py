@@ -52,7 +52,7 @@ class Supervisord:
         self.conf = os.path.join(self.dir, "supervisord.conf")
         self.logfile = os.path.join(self.dir, "supervisord.log")
         self.inet_port = inet_port
-        options = {"proxy_executables": "sleep sh " + sys.executable, "proxy_startsecs": "0"}
+        options = {"proxy_executables": "sleep, sh, " + sys.executable, "proxy_startsecs": "0"}
         options.update(meshx_options or {})
         self.write_config(options, extra_config, supervisord_options)
         self.proc = None

@@ -30,11 +30,14 @@ def test_the_example_configuration_names_every_key_and_loads():
 
 
 def test_the_example_templates_render():
-    variables = {"id": "web-node1", "name": "web", "address": "127.0.0.1", "port": 1024}
+    variables = {"id": "web-node1", "name": "web", "address": "127.0.0.1", "port": 1024,
+                 "sidecar_port": 21000, "admin_port": 19000}
     for name in ("service_template.json", "service_template_connect_proxy.json"):
         with open(os.path.join(EXAMPLES, name)) as f:
             rendered = templates.render(json.load(f), variables)
         assert rendered["registration"]["ID"] == "web-node1"
         assert rendered["proxy"][0] == "consul"
+        if name == "service_template.json":
+            assert "127.0.0.1:19000" in rendered["proxy"]  # Envoy's admin port
     with open(os.path.join(EXAMPLES, "upstream_template.json")) as f:
         assert templates.render(json.load(f), dict(variables, name="db"))["LocalBindPort"] == 1024

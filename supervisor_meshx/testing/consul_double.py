@@ -4,6 +4,14 @@ It follows /work/shared/consul-agent-api.md (the behaviour of a Consul CE 1.16-1
 plain-text error bodies, Go-style strict JSON decoding, sidecar expansion, check runners (TTL timers, TCP and
 HTTP probes, alias checks), the health endpoints and ACLs.  Standard library only.
 
+Behaviours of a real deployment it can be told to show (knobs): an agent whose cluster has no leader yet
+refuses registrations with ``500 could not retrieve initial service_defaults config for service "<id>": ...``
+(``not_ready_for``); answers that come too late for the client though the request was applied
+(``reply_latency``); slow handling (``latency``); injected error answers (``inject_errors``); a restart
+without data (``wipe``).  Not modelled here because it is not the agent's doing: ``consul connect proxy
+-sidecar-for`` matches service ids case-insensitively ("More than one sidecar proxy registered"), which is
+why the plugin refuses ids that differ only in case.
+
     with ConsulDouble() as agent:
         requests.put(agent.url + "/v1/agent/service/register", json={"Name": "web"})
 """
@@ -2022,6 +2030,8 @@ class ConsulDouble:
         self._port = port
         self.latency = 0.0  # seconds before each request is handled
         self.reply_latency = 0.0  # seconds between handling a request and answering it (a slow network)
+        self._not_ready_until = 0.0
+        self._not_ready_reason = ""
         self.request_log = []
         self._log_lock = threading.Lock()
         self._injections = []
@@ -2092,6 +2102,14 @@ class ConsulDouble:
         with self._log_lock:
             self._injections.append(ErrorInjection(status, body, count, method, path_prefix))
 
+    def not_ready_for(self, seconds, reason="No known Consul servers"):
+        """Like an agent whose cluster has no leader yet, with central service config on
+        (agent/service_manager.go): for ``seconds``, every registration fails with
+        500 ``could not retrieve initial service_defaults config for service "<id>": <reason>``
+        and registers nothing."""
+        self._not_ready_until = time.monotonic() + seconds
+        self._not_ready_reason = reason
+
     def clear_errors(self):
         with self._log_lock:
             self._injections = []
@@ -2128,7 +2146,7 @@ class ConsulDouble:
                                                   request.body))
         if self.latency:
             time.sleep(self.latency)
-        response = self._injected(request) or self._dispatch(request, raw_path, raw_query)
+        response = self._injected(request) or self._not_ready(request) or self._dispatch(request, raw_path, raw_query)
         response.headers.setdefault("X-Consul-Default-ACL-Policy", self._acl.header_value)
         if self.reply_latency:
             time.sleep(self.reply_latency)  # applied already: a client that gives up has lost the answer
@@ -2140,6 +2158,18 @@ class ConsulDouble:
                 if rule.take(request.method, request.path):
                     return Response(rule.status, rule.body.encode(), "text/plain; charset=utf-8")
         return None
+
+    def _not_ready(self, request):
+        if time.monotonic() >= self._not_ready_until or request.method != "PUT" \
+                or request.path != "/v1/agent/service/register":
+            return None
+        try:
+            definition = {k.lower(): v for k, v in json.loads(request.body or b"{}").items()}
+        except (ValueError, AttributeError):
+            return None  # the decoder's own error comes first
+        service_id = definition.get("id") or definition.get("name") or ""
+        return Response(500, ('could not retrieve initial service_defaults config for service "%s": %s'
+                              % (service_id, self._not_ready_reason)).encode(), "text/plain; charset=utf-8")
 
     def _dispatch(self, request, raw_path, raw_query):
         cleaned = clean_path(request.path)
