@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# echo each command so that it can be pasted into another shell as it is
+run() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 
 step "Installing into .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -91,7 +92,7 @@ port_range = 20000-20999
 supervisor.ctl_factory = supervisor_meshx.controllerplugin:make_meshx_controllerplugin
 CONF
 supervisord -c "$WORK/supervisord.conf"
-ctl() { printf '$ supervisorctl %s\n' "$*"; supervisorctl -c "$WORK/supervisord.conf" "$@"; }
+ctl() { run supervisorctl -c "$WORK/supervisord.conf" "$@"; }
 json() { supervisorctl -c "$WORK/supervisord.conf" "$@" --json; }
 field() { "$PY" -c 'import json,sys; v=json.load(sys.stdin); print(eval("v" + sys.argv[1]))' "$1"; }
 

@@ -68,7 +68,8 @@ def build_parser(prog="meshx"):
     return parser
 
 
-def run(argv, meshx, output, prog="meshx"):
+def run(argv, meshx, output, prog="meshx", server_url="supervisord"):
+    """``server_url``: where ``meshx`` talks to, named when it can't be reached."""
     parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
@@ -79,11 +80,12 @@ def run(argv, meshx, output, prog="meshx"):
         output(str(exc).rstrip())
         return LSBInitExitStatuses.INVALID_ARGS
     except xmlrpc.client.Fault as fault:
-        output("ERROR: %s" % fault.faultString)
+        # the server's texts name XML-RPC arguments; here they are flags
+        output("ERROR: %s" % fault.faultString.replace("force=true", "--force"))
         return LSBInitExitStatuses.NOT_RUNNING if fault.faultCode in DEAD_PROGRAM_FAULTS \
             else LSBInitExitStatuses.GENERIC
     except (OSError, socket.error, xmlrpc.client.ProtocolError) as exc:
-        output("ERROR: cannot reach supervisord: %s" % exc)
+        output("ERROR: cannot reach supervisord at %s: %s" % (server_url, exc))
         return LSBInitExitStatuses.NOT_RUNNING
     if args.json:
         output(json.dumps(result, sort_keys=True))
@@ -127,7 +129,9 @@ def _start(args, meshx):
 def _ttl(args, meshx):
     if args.status:
         meshx.setTtlStatus(args.id, args.status)
-    return {"service_id": args.id, "status": meshx.getTtlStatus(args.id)}
+    status = meshx.getTtlStatus(args.id)
+    sent = [row["ttl_sent"] for row in meshx.status() if row["service_id"] == args.id]
+    return {"service_id": args.id, "status": status, "sent": sent[0] if sent else ""}
 
 
 def _connect(args, meshx):
@@ -178,9 +182,10 @@ HUMAN = {
     "stop": lambda r, a: ["%s stopped" % a.id],
     "info": lambda r, a: ["%s: %s" % (k, " ".join(v) if isinstance(v, list) else v) for k, v in sorted(r.items())],
     "restart": lambda r, a: ["%s restarted" % a.id],
-    "list": lambda r, a: list(r),
+    "list": lambda r, a: list(r) or ["no services"],
     "config": lambda r, a: json.dumps(r, indent=2, sort_keys=True).splitlines(),
-    "ttl": lambda r, a: ["%s %s" % (r["service_id"], r["status"])],
+    "ttl": lambda r, a: ["%s %s%s" % (r["service_id"], r["status"], "" if r["sent"] == r["status"] else
+                                      " (Consul was last told: %s)" % (r["sent"] or "nothing yet"))],
     "connect": _upstream_lines,
     "disconnect": lambda r, a: ["disconnected: %s" % (", ".join(r) or "nothing")],
     "upstreams": lambda r, a: list(r),

@@ -30,10 +30,13 @@ class ConsulError(Exception):
 
 
 class ConsulAgent:
-    def __init__(self, connection, timeout):
-        """``timeout``: seconds an agent call may take (a hung agent must not hold a worker forever)."""
+    def __init__(self, connection, timeout, log):
+        """``timeout``: seconds an agent call may take (a hung agent must not hold a worker forever);
+        ``log(message)``: for a token file that can't be read (any thread)."""
         self._connection = connection
         self._timeout = timeout
+        self._log = log
+        self._token_error = ""
         self._local = threading.local()
         self._clients = []
         self._lock = threading.Lock()
@@ -67,6 +70,7 @@ class ConsulAgent:
         token = self._connection.token()
         if token:
             headers["X-Consul-Token"] = token
+        self._note_token_error(self._connection.token_error)
         http = self._http()
         try:
             if method == "GET":
@@ -77,12 +81,22 @@ class ConsulAgent:
             raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
                                     % (self._connection.address, type(exc).__name__))
 
+    def _note_token_error(self, error):
+        with self._lock:
+            changed, self._token_error = error != self._token_error, error
+        if changed:
+            self._log("meshx: %s; calls go without a token" % error if error else
+                      "meshx: the token file can be read again")
+
     def _ok(self, response, allow_404=False):
         if response.code == 200:
             return True
         if response.code == 404 and allow_404:
             return False
-        raise ConsulError(response.code, response.body.strip() if response.body else "")
+        message = response.body.strip() if response.body else ""
+        if response.code == 403 and self._token_error:
+            message += " (%s)" % self._token_error
+        raise ConsulError(response.code, message)
 
     def register(self, definition):
         self._ok(self._request("PUT", "/v1/agent/service/register", body=definition))

@@ -25,6 +25,7 @@ class ConsulConnection:
         self.cert = (client_cert, client_key) if client_cert and client_key else (client_cert or None)
         self._token = token
         self._token_file = token_file
+        self.token_error = ""  # why the token file could not be read last time
         self._tls = (cacert, client_cert, client_key)
 
     @classmethod
@@ -58,7 +59,10 @@ class ConsulConnection:
         if self._token_file:
             try:
                 with open(self._token_file) as f:
-                    return f.read().strip()
-            except OSError:
-                return ""
+                    token = f.read().strip()
+                self.token_error = ""
+                return token
+            except OSError as exc:
+                self.token_error = "the token file %s could not be read (%s)" % (
+                    self._token_file, exc.strerror or type(exc).__name__)
         return ""

@@ -22,13 +22,25 @@ class MeshxControllerPlugin(ControllerPluginBase):
             return
         if argv and argv[0] != "help" and not self.ctl.upcheck():
             return
-        status = commands.run(argv, self.ctl.get_server_proxy("meshx"), self.ctl.output)
+        status = commands.run(argv, self.ctl.get_server_proxy("meshx"), self.ctl.output,
+                              server_url=self.ctl.options.serverurl)
         if status:
             self.ctl.exitstatus = status
 
     def help_meshx(self):
         self.ctl.output(commands.build_parser().format_help().rstrip())
 
+    def do_help(self, arg):
+        if arg.strip() != "meshx":  # supervisorctl's own plugin shows this one (see below)
+            ControllerPluginBase.do_help(self, arg)
+
 
 def make_meshx_controllerplugin(controller, **config):
-    return MeshxControllerPlugin(controller)
+    plugin = MeshxControllerPlugin(controller)
+    # supervisorctl asks every plugin for "help meshx", its own first, which
+    # would print "*** No help on meshx": let it print ours instead.
+    for other in controller.options.plugins:
+        if other is not plugin and not hasattr(other, "help_meshx"):
+            other.help_meshx = plugin.help_meshx
+            break
+    return plugin

@@ -58,7 +58,7 @@ class MeshxPlugin:
         connection = settings.consul_connection()
         self.proxies = ProxyGroups(supervisord, settings, connection.proxy_environment(), self.instance,
                                    self.log_error, self.changed)
-        agent = ConsulAgent(connection, settings.consul_timeout)
+        agent = ConsulAgent(connection, settings.consul_timeout, self._log_from_any_thread)
         self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning)
         ports = Ports(PortAllocator(settings.tcp_address, *settings.port_range),
                       PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range),
@@ -81,6 +81,9 @@ class MeshxPlugin:
 
     def log_warning(self, message):
         self.supervisord.options.logger.warn(message)
+
+    def _log_from_any_thread(self, message):
+        self.loop.call_soon(lambda: self.log_warning(message))
 
     # -- state -----------------------------------------------------------
 

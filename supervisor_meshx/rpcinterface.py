@@ -86,13 +86,21 @@ class MeshxNamespaceRPCInterface:
         """Describe the proxy of a service.
 
         ``restarts`` counts the restarts supervisord made on its own after the
-        proxy died or failed to start; ``state`` is supervisord's state name,
-        ``pid`` 0 when not running, ``group`` the supervisord group;
+        proxy died or failed to start, ``restarts_by_cause`` splits them
+        (``crash``: exited or killed; ``health``: failed probes);
+        ``last_exit`` is how the proxy last ended (``exit status 1``,
+        ``terminated by SIGKILL``) and ``last_exit_at``/``last_running_at``
+        when (seconds since the epoch, 0: never); ``state`` is supervisord's
+        state name, ``pid`` 0 when not running, ``spawnerr`` supervisord's
+        last spawn error, ``group`` the supervisord group;
         ``reregistrations`` counts the times the Consul agent had lost the
-        service and the plugin registered it again.
+        service and the plugin registered it again; ``sidecar_port`` and
+        ``admin_port`` are the ports the plugin chose for the sidecar (0: none).
 
         @param string service_id  the service the proxy serves
-        @return struct info       {service_id, group, cmd, restarts, max_restarts, state, pid, spawnerr, reregistrations}
+        @return struct info       {service_id, group, cmd, restarts, restarts_by_cause, last_exit, last_exit_at,
+                                  last_running_at, max_restarts, state, pid, spawnerr, reregistrations,
+                                  sidecar_port, admin_port}
         """
         plugin = self._ready()
 
@@ -155,12 +163,20 @@ class MeshxNamespaceRPCInterface:
     def status(self):
         """Describe every service started by this supervisord, from local state only.
 
-        ``ttl_status`` is what Consul is told: critical while the proxy is not RUNNING.
-        ``proxy_state`` is REMOVED while the proxy group is missing (the reconciler
-        adds it again).
+        Fields: ``service_id``; ``address`` and ``port``, its endpoint;
+        ``sidecar_port`` and ``admin_port``, the ports chosen for its sidecar;
+        ``proxy_state`` (supervisord's state name; REMOVED while the
+        reconciler has yet to add a removed proxy group again), ``pid``;
+        ``restarts``, ``restarts_by_cause``, ``last_exit``, ``last_exit_at``,
+        ``last_running_at`` as in meshx.info; ``reregistrations``;
+        ``ttl_status``, what Consul is told (critical while the proxy is not
+        RUNNING); ``ttl_set``, the status set with setTtlStatus;
+        ``ttl_sent``, the status Consul last accepted ("" if none yet, e.g.
+        while the agent can't be reached).
 
-        @return array rows  structs {service_id, address, port, sidecar_port, admin_port, proxy_state,
-                            pid, restarts, reregistrations, ttl_status}
+        @return array rows  structs {service_id, address, port, sidecar_port, admin_port, proxy_state, pid,
+                            restarts, restarts_by_cause, last_exit, last_exit_at, last_running_at,
+                            reregistrations, ttl_status, ttl_set, ttl_sent}
         """
         return self._now(self._ready().services.status)
 

@@ -297,6 +297,7 @@ class MeshServices:
                 "last_exit": proxy.get("last_exit", ""), "last_exit_at": proxy.get("last_exit_at", 0),
                 "last_running_at": proxy.get("last_running_at", 0), "reregistrations": record.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
+                "ttl_set": check.status if check else "", "ttl_sent": (check.sent or "") if check else "",
             })
         return rows
 

@@ -51,6 +51,7 @@ class TtlKeeper:
         self._next_tick = math.inf
         self._last_tick = -math.inf
         self._agent_down = False
+        self._refused = False
         self._stopped = False
 
     def stop(self):
@@ -149,16 +150,21 @@ class TtlKeeper:
         self._reschedule()
 
     def _note_outage(self, results):
-        down = any(isinstance(e, ConsulUnavailable) for e in results)
+        """Log an outage, or a run of refused updates, once when it starts and once when it ends."""
+        down = next((e for e in results if isinstance(e, ConsulUnavailable)), None)
+        refused = next((e for e in results if e is not None and not isinstance(e, (ConsulUnavailable,
+                                                                                   LookupError))), None)
+        succeeded = any(e is None for e in results)
         if down and not self._agent_down:
-            self._log("meshx: Consul agent unreachable; TTL updates will be retried: %s"
-                      % next(e for e in results if isinstance(e, ConsulUnavailable)))
-        elif self._agent_down and not down and any(e is None for e in results):
+            self._log("meshx: Consul agent unreachable; TTL updates will be retried: %s" % down)
+        elif self._agent_down and not down and succeeded:
             self._log("meshx: Consul agent reachable again")
-        self._agent_down = down or (self._agent_down and all(e is not None for e in results))
-        for error in results:
-            if error is not None and not isinstance(error, ConsulUnavailable):
-                self._log("meshx: TTL update failed: %s" % error)
+        self._agent_down = bool(down) or (self._agent_down and not succeeded)
+        if refused and not self._refused:
+            self._log("meshx: the Consul agent refuses TTL updates; they will be retried: %s" % refused)
+        elif self._refused and not refused and succeeded:
+            self._log("meshx: the Consul agent accepts TTL updates again")
+        self._refused = bool(refused) or (self._refused and not succeeded)
 
     # -- worker thread ---------------------------------------------------
 

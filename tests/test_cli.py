@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 from consul_fixtures import *  # noqa: F401,F403
+from supervisord_harness import wait_for
 
 CTLPLUGIN = """
 [ctlplugin:meshx]
@@ -50,8 +52,9 @@ def test_a_session(meshx, port_range):
     [line] = status.stdout.splitlines()
     assert line.split() == ["web-node1", "127.0.0.1:%d" % port_range[0], "RUNNING", "restarts", "0",
                             "ttl", "passing"]
-    assert meshx("ttl", "web-node1", "warning").stdout.strip() == "web-node1 warning"
-    assert meshx("ttl", "web-node1").stdout.strip() == "web-node1 warning"
+    assert meshx("ttl", "web-node1", "warning").stdout.startswith("web-node1 warning")
+    wait_for(lambda: meshx("ttl", "web-node1").stdout.strip() == "web-node1 warning",
+             message="Consul told the new status")
     assert '"Service": "web"' in meshx("config", "web-node1").stdout
     assert meshx("restart", "web-node1").stdout.strip() == "web-node1 restarted"
 
@@ -100,4 +103,17 @@ def test_help(server):
 def test_standalone_with_a_server_url(server):
     result = subprocess.run([sys.executable, "-m", "supervisor_meshx.cli", "-s", "unix://" + server.socket, "list"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0 and result.stdout == ""
+    assert result.returncode == 0 and result.stdout.strip() == "no services"
+
+
+def test_messages_say_what_to_do(server, consul_double, meshx):
+    assert "*** No help on meshx" not in server.ctl("help", "meshx").stdout
+    helped = standalone(server, "--help")
+    assert helped.returncode == 0
+    assert all(flag in helped.stdout for flag in ("-c FILE", "-s URL", "-u USER", "-p PASSWORD", "start"))
+    requests.put(consul_double.url + "/v1/agent/service/register", json={"Name": "db", "ID": "db-node1"}, timeout=5)
+    taken = meshx("start", "db").stdout
+    assert "--force" in taken and "force=true" not in taken
+    gone = subprocess.run([sys.executable, "-m", "supervisor_meshx.cli", "-s", "unix:///nonexistent.sock", "list"],
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 7 and "unix:///nonexistent.sock" in gone.stdout

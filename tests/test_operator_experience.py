@@ -6,6 +6,7 @@ import textwrap
 import xmlrpc.client
 
 from consul_fixtures import *  # noqa: F401,F403
+from supervisor_meshx.testing.consul_double import ConsulDouble
 from supervisord_harness import wait_for
 from test_services import fault_of, mesh  # noqa: F401
 
@@ -110,3 +111,29 @@ def _info_running(server):
     except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
         return None
     return info if info["state"] == "RUNNING" else None
+
+
+def test_refused_ttl_updates_are_logged_once_when_they_start_and_once_when_they_end(mesh, consul_double):
+    server = mesh(consul_double)
+    server.rpc.meshx.start("web", {"ttl": {"id": "ttl:{{id}}", "status": "passing", "ttl": 200}})
+    consul_double.inject_errors(500, "rpc error: no leader", path_prefix="/v1/agent/check/update")
+    updates = consul_double.count_requests("PUT", "/v1/agent/check/update")
+    wait_for(lambda: consul_double.count_requests("PUT", "/v1/agent/check/update") >= updates + 5,
+             message="several refused updates")
+    consul_double.clear_errors()
+    wait_for(lambda: "accepts TTL updates again" in server.log(), message="the end of the refusals")
+    assert server.log().count("refuses TTL updates") == 1
+    assert server.log().count("accepts TTL updates again") == 1
+    row = server.rpc.meshx.status()[0]
+    assert (row["ttl_set"], row["ttl_status"]) == ("passing", "passing")
+
+
+def test_an_unreadable_token_file_is_named(mesh, tmp_path):
+    missing = tmp_path / "no-such-token"
+    with ConsulDouble(acl_default_policy="deny") as agent:
+        server = mesh(agent, consul_http_token_file=str(missing))
+        fault = fault_of(server.rpc.meshx.start, "web")
+        assert fault.faultString.startswith("CONSUL_ERROR: 403 Permission denied")
+        assert "(the token file %s could not be read" % missing in fault.faultString
+        wait_for(lambda: "the token file %s could not be read" % missing in server.log(), message="the warning")
+        assert server.log().count("could not be read (") == 1
