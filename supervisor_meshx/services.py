@@ -205,16 +205,6 @@ class MeshServices:
             if plan.cmd:
                 self.proxies.check(params["id"], plan.cmd)
             definition = registration.with_sidecar_port(plan.registration, params["sidecar_port"])
-            has_sidecar = registration.sidecar_of(definition) is not None
-            # the template may set the sidecar's port itself, and a service without a sidecar needs neither
-            sidecar_port = params["sidecar_port"] if registration.sidecar_port(definition) == \
-                params["sidecar_port"] else 0
-            admin_port = params["admin_port"] if has_sidecar else 0
-            for allocator, unused in ((self._ports.sidecar, params["sidecar_port"] if not sidecar_port else 0),
-                                      (self._ports.admin, params["admin_port"] if not admin_port else 0)):
-                if unused:
-                    allocator.release(unused)
-                    held.remove((allocator, unused))
             try:
                 definition = registration.owned(definition, self._reconciler.marker)
             except ValueError as exc:
@@ -223,6 +213,14 @@ class MeshServices:
             for allocator, held_port in held:
                 allocator.release(held_port)
             raise
+        # a template may set its sidecar's port itself; a service without a sidecar needs neither port
+        has_sidecar = registration.sidecar_of(definition) is not None
+        sidecar_port = params["sidecar_port"] if registration.sidecar_port(definition) == params["sidecar_port"] else 0
+        admin_port = params["admin_port"] if has_sidecar else 0
+        for allocator, offered, used in ((self._ports.sidecar, params["sidecar_port"], sidecar_port),
+                                         (self._ports.admin, params["admin_port"], admin_port)):
+            if not used:
+                allocator.release(offered)
         return ServiceRecord(params["id"], params["name"], address, port, allocated, definition,
                              sidecar_port=sidecar_port, admin_port=admin_port, ttl=plan.ttl, cmd=plan.cmd,
                              placeholder=placeholder)
