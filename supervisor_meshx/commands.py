@@ -46,7 +46,12 @@ def build_parser(prog="meshx"):
          (["--force"], {"action": "store_true", "help": "take over a service registered by someone else"}),
          (["--timeout"], {"type": int, "default": 5000, "metavar": "MS",
                           "help": "wait at most MS ms for passing health; 0 does not wait (default 5000)"}))
-    _add(sub, "stop", "Deregister a service and stop its proxy.", (["id"], {"help": "service id"}))
+    _add(sub, "stop", "Stop a service: drain, stop its proxy, deregister it.", (["id"], {"help": "service id"}),
+         (["--drain"], {"type": float, "metavar": "SECONDS",
+                        "help": "keep the proxy up this long in maintenance first (default: stop_drain_seconds)"}))
+    _add(sub, "maintenance", "Put a service in Consul's maintenance mode (no new connections) or take it out.",
+         (["id"], {"help": "service id"}), (["state"], {"choices": ["on", "off"]}),
+         (["--reason"], {"default": "", "help": "shown by Consul"}))
     _add(sub, "info", "Show a service's proxy: command, state, pid, restarts.", (["id"], {"help": "service id"}))
     _add(sub, "restart", "Restart a service's proxy and reset its restart count.", (["id"], {"help": "service id"}))
     _add(sub, "list", "List the services started by this supervisord.")
@@ -143,7 +148,8 @@ def _connect(args, meshx):
 
 COMMANDS = {
     "start": _start,
-    "stop": lambda args, meshx: meshx.stop(args.id),
+    "stop": lambda args, meshx: meshx.stop(args.id, -1 if args.drain is None else args.drain),
+    "maintenance": lambda args, meshx: meshx.maintenance(args.id, args.state == "on", args.reason),
     "info": lambda args, meshx: meshx.info(args.id),
     "restart": lambda args, meshx: meshx.restart(args.id),
     "list": lambda args, meshx: meshx.list(),
@@ -180,6 +186,7 @@ HUMAN = {
     "start": lambda r, a: ["%s %s at %s" % (r["service_id"], "already started" if r["already_started"]
                                             else "started", _endpoint(r))],
     "stop": lambda r, a: ["%s stopped" % a.id],
+    "maintenance": lambda r, a: ["%s maintenance %s" % (a.id, a.state)],
     "info": lambda r, a: ["%s: %s" % (k, " ".join(v) if isinstance(v, list) else v) for k, v in sorted(r.items())],
     "restart": lambda r, a: ["%s restarted" % a.id],
     "list": lambda r, a: list(r) or ["no services"],

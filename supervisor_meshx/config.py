@@ -18,6 +18,9 @@ from supervisor_meshx.ports import parse_port_range
 from supervisor_meshx.restart_policy import RestartPolicy
 
 
+MAX_DRAIN_SECONDS = 3600
+
+
 class ConfigError(ValueError):
     pass
 
@@ -36,6 +39,13 @@ def _positive_number(key, text):
     value = _non_negative_number(key, text)
     if not value > 0:
         raise ConfigError("%s must be above 0" % key)
+    return value
+
+
+def _drain_seconds(key, text):
+    value = _non_negative_number(key, text)
+    if value > MAX_DRAIN_SECONDS:
+        raise ConfigError("%s must be at most %d" % (key, MAX_DRAIN_SECONDS))
     return value
 
 
@@ -146,6 +156,7 @@ class Settings:
         "reconcile_interval": (_positive_number, "30"),
         "state_file": (_text, ""),
         "deregister_on_shutdown": (_boolean, "true"),
+        "stop_drain_seconds": (_drain_seconds, "0"),
     }
 
     def __init__(self, **config):

@@ -111,6 +111,12 @@ class ConsulAgent:
         response = self._request("GET", "/v1/agent/service/" + _segment(service_id))
         return json.loads(response.body) if self._ok(response, allow_404=True) else None
 
+    def maintenance(self, service_id, enable, reason=""):
+        """Put a service in maintenance (Consul stops routing to it) or take it out; False if unknown."""
+        params = [("enable", "true" if enable else "false")] + ([("reason", reason)] if reason else [])
+        return self._ok(self._request("PUT", "/v1/agent/service/maintenance/" + _segment(service_id),
+                                      params=params), allow_404=True)
+
     def services(self):
         """Every service the agent has, by id (one call: the reconciler's periodic pass)."""
         response = self._request("GET", "/v1/agent/services")

@@ -26,6 +26,7 @@ class ServiceRecord:
         self.cmd = list(cmd)
         self.upstreams = {u["name"]: u for u in upstreams}  # in the order connected
         self.placeholder = placeholder  # listen on the endpoint (a proxy-only service)
+        self.maintenance = None  # the reason while in maintenance, else None
         self.present = True
         self.registered = False  # the agent has had it since it was desired
         self.deregistered = False  # our own clean shutdown deregistered it
@@ -53,7 +54,8 @@ class ServiceRecord:
             "registration": self.registration, "sidecar_port": self.sidecar_port,
             "admin_port": self.admin_port, "ttl": self.ttl,
             "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
-            "placeholder": self.placeholder, "present": self.present, "registered": self.registered,
+            "placeholder": self.placeholder, "maintenance": self.maintenance,
+            "present": self.present, "registered": self.registered,
             "deregistered": self.deregistered, "reregistrations": self.reregistrations,
         }
 
@@ -80,6 +82,9 @@ class ServiceRecord:
             upstreams=_upstreams(saved.get("upstreams", [])),
             placeholder=_bool(saved, "placeholder"),
         )
+        maintenance = saved.get("maintenance")
+        _expect(maintenance is None or isinstance(maintenance, str) and len(maintenance) <= 1024, "bad maintenance")
+        record.maintenance = maintenance
         record.present = _bool(saved, "present", True)
         record.registered = _bool(saved, "registered", True)
         record.deregistered = _bool(saved, "deregistered")

@@ -228,9 +228,13 @@ class MeshxPlugin:
         self.ttl.stop()
         self.reconciler.stop()
         if self.supervisord.options.mood == SupervisorStates.SHUTDOWN and self.settings.deregister_on_shutdown:
-            for service_id in self.services.ids():
-                # the pool's threads are joined at exit, so these finish before supervisord does
-                self.loop.submit(self.reconciler.agent.deregister, service_id)
+            service_ids = self.services.ids()
+            drain = self.settings.stop_drain_seconds
+            if drain:
+                self.proxies.hold_stops(service_ids, time.time() + drain)
+            # the pool's threads are joined at exit, so this finishes before supervisord does
+            self.loop.submit(_drain_and_deregister, self.reconciler.agent, service_ids, drain)
+            for service_id in service_ids:
                 self.reconciler.records[service_id].deregistered = True
         if self.restored:
             self.state.flush()
@@ -266,6 +270,24 @@ class MeshxPlugin:
 def default_state_file(options):
     """Beside supervisord's pid file, which is unique to each supervisord."""
     return os.path.splitext(os.path.abspath(options.pidfile))[0] + ".meshx.json"
+
+
+def _drain_and_deregister(agent, service_ids, drain):
+    """At shutdown: all services in maintenance at once, one drain for all, then deregistered
+    (supervisord stops their proxies when the drain is over, see ProxyGroups.hold_stops)."""
+    if drain:
+        for service_id in service_ids:
+            _quietly(agent.maintenance, service_id, True, "supervisord shutting down: draining for %g s" % drain)
+        time.sleep(drain)
+    for service_id in service_ids:
+        _quietly(agent.deregister, service_id)
+
+
+def _quietly(call, *args):
+    try:
+        call(*args)
+    except Exception:
+        pass  # the agent will reap or the next start will fix it; supervisord is on its way out
 
 
 def _any_address(address):

@@ -169,6 +169,13 @@ class ProxyGroups:
             configs.remove(proxy.group_config)
         self._on_change()
 
+    def hold_stops(self, service_ids, until):
+        """Let supervisord's shutdown stop these proxies only after ``until`` (time.time())."""
+        for service_id in service_ids:
+            proxy = self._proxies.get(service_id)
+            if proxy is not None:
+                proxy.group_config.process_configs[0].stop_after = until
+
     def restart(self, service_id):
         """Steps: stop the proxy, reset its restart count and start it again."""
         proxy = self._get(service_id)

@@ -26,6 +26,7 @@ class ProxyProcessConfig(ProcessConfig):
     record = None
     executables = None
     on_error = None
+    stop_after = 0.0  # supervisord's shutdown waits until then (a drain) before stopping the proxy
 
     def make_process(self, group=None):
         process = ProxyProcess(self)
@@ -53,6 +54,12 @@ class ProxyProcess(Subprocess):
                 self.config.options.logger.warn("meshx: %s stays down after %d restarts (max_proxy_restarts)"
                                                 % (self.config.name, record.restarts))
         return Subprocess.change_state(self, new_state, expected)
+
+    def stop(self):
+        """While a shutdown drains, supervisord asks again on every pass of its loop."""
+        if self.config.options.mood < SupervisorStates.RUNNING and time.time() < self.config.stop_after:
+            return None
+        return Subprocess.stop(self)
 
     def get_execv_args(self):
         """What supervisord is about to exec, checked against proxy_executables again

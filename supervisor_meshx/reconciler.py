@@ -113,6 +113,8 @@ class Reconciler:
                 record.reregistrations += 1
                 self._log("meshx: the Consul agent had lost %s; registered it again" % record.service_id)
             record.registered, record.deregistered = True, False
+            if record.maintenance is not None:  # a registration comes without it
+                yield self.consul(self.agent.maintenance, record.service_id, True, record.maintenance)
             self._ttl.send_soon(record.service_id)
             self._save()
         self._run(record)
@@ -140,14 +142,14 @@ class Reconciler:
             record.listener = listen(record.address, record.port)
 
     def _remove(self, record):
-        """Deregister first: while the agent can't be reached nothing else changes."""
+        """Ordered teardown: TTL updates and the proxy stop, then the registrations go."""
         service_id = record.service_id
-        yield self.consul(self.agent.deregister, service_id)
-        if registration.sidecar_of(record.registration) is not None:
-            yield self.consul(self.agent.deregister, record.sidecar_id)  # if the parent was gone alone
         self._ttl.remove(service_id)
         if record.cmd and service_id in self._proxies.ids():
             yield from self._proxies.stop(service_id)
+        yield self.consul(self.agent.deregister, service_id)
+        if registration.sidecar_of(record.registration) is not None:
+            yield self.consul(self.agent.deregister, record.sidecar_id)  # if the parent was gone alone
         if record.listener is not None:
             record.listener.close()
             record.listener = None

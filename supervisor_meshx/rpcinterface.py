@@ -144,14 +144,29 @@ class MeshxNamespaceRPCInterface:
         """
         return self._steps(self._ready().services.start_many, services, template, force, timeout)
 
-    def stop(self, service_id):
-        """Stop a mesh service: deregister it and its sidecar, stop its TTL
-        updates and its proxy, release its endpoint.
+    def stop(self, service_id, drain_seconds=-1):
+        """Stop a mesh service, in order: put it in maintenance in Consul (so
+        that no new connections are routed to it) and wait ``drain_seconds``,
+        then stop its TTL updates and its proxy, then deregister it and its
+        sidecar and release its ports.
+
+        @param string service_id     an id returned by meshx.start
+        @param int drain_seconds     seconds to drain; -1 (default): the config key stop_drain_seconds
+        @return boolean result       always true
+        """
+        drain = None if drain_seconds == -1 else drain_seconds
+        return self._steps(self._ready().services.stop, service_id, drain)
+
+    def maintenance(self, service_id, enable, reason=""):
+        """Put a mesh service in Consul's maintenance mode, or take it out: while
+        on, Consul routes no new connections to it.  Kept across agent restarts.
 
         @param string service_id  an id returned by meshx.start
+        @param boolean enable     true: on, false: off
+        @param string reason      shown by Consul (at most 256 characters)
         @return boolean result    always true
         """
-        return self._steps(self._ready().services.stop, service_id)
+        return self._steps(self._ready().services.maintenance, service_id, enable, reason)
 
     def list(self):
         """List the services started by this supervisord.
@@ -172,11 +187,12 @@ class MeshxNamespaceRPCInterface:
         ``ttl_status``, what Consul is told (critical while the proxy is not
         RUNNING); ``ttl_set``, the status set with setTtlStatus;
         ``ttl_sent``, the status Consul last accepted ("" if none yet, e.g.
-        while the agent can't be reached).
+        while the agent can't be reached); ``maintenance``, whether the service
+        is in Consul's maintenance mode (meshx.maintenance).
 
         @return array rows  structs {service_id, address, port, sidecar_port, admin_port, proxy_state, pid,
                             restarts, restarts_by_cause, last_exit, last_exit_at, last_running_at,
-                            reregistrations, ttl_status, ttl_set, ttl_sent}
+                            reregistrations, ttl_status, ttl_set, ttl_sent, maintenance}
         """
         return self._now(self._ready().services.status)
 

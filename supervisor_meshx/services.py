@@ -22,6 +22,7 @@ from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
 from supervisor_meshx.tasks import Task, Wait
 from supervisor_meshx.ttl import STATUSES
+from supervisor_meshx.wire import NOT_XML
 
 DEFAULT_TEMPLATE = {
     "registration": {
@@ -37,7 +38,9 @@ DEFAULT_TEMPLATE = {
 }
 HEALTH_POLL = 0.25  # seconds between health queries while start waits for passing
 MAX_TIMEOUT_MS = 600000
-NOT_READY_WAIT_MS = 5000  # how long a start with timeout 0 waits for an agent that is not ready yet
+NOT_READY_WAIT_MS = 5000
+MAX_DRAIN_SECONDS = 3600
+MAX_REASON = 256  # how long a start with timeout 0 waits for an agent that is not ready yet
 MAX_BATCH = 1000  # services in one startMany call
 
 
@@ -59,6 +62,7 @@ class MeshServices:
         self.save = save
         self._log = log
         self._node_name = settings.node_name
+        self._drain_seconds = settings.stop_drain_seconds
         self._defaults = templates.merge_defaults(settings.service_template, DEFAULT_TEMPLATE)
 
     def ids(self):
@@ -256,18 +260,55 @@ class MeshServices:
 
     # -- stop ------------------------------------------------------------
 
-    def stop(self, service_id):
-        """Steps of meshx.stop: record the stop, then converge to it."""
+    def stop(self, service_id, drain_seconds=None):
+        """Steps of meshx.stop: record the stop, drain, then converge to it.
+        ``drain_seconds`` None: the configured ``stop_drain_seconds``."""
         checked_service_id(service_id)
-        return (yield from self.locked(service_id, self._stop_locked(service_id)))
+        if drain_seconds is None:
+            drain_seconds = self._drain_seconds
+        if isinstance(drain_seconds, bool) or not isinstance(drain_seconds, (int, float)) \
+                or not 0 <= drain_seconds <= MAX_DRAIN_SECONDS:
+            raise MeshxFault("BAD_ARGUMENTS", "drain_seconds must be from 0 to %d" % MAX_DRAIN_SECONDS)
+        return (yield from self.locked(service_id, self._stop_locked(service_id, drain_seconds)))
 
-    def _stop_locked(self, service_id):
+    def _stop_locked(self, service_id, drain_seconds):
         record = self.records.get(service_id)
         if record is None:
             return (yield from self._stop_leftover(service_id))
+        draining = record.present and record.registered and drain_seconds > 0
         record.present = False
         yield self.save()
+        if draining:
+            # Consul stops routing new connections to it first; those open may finish
+            try:
+                yield self.consul(self.agent.maintenance, service_id, True,
+                                  "stopping: draining for %g s" % drain_seconds)
+                yield Wait(lambda: False, timeout=drain_seconds)
+            except MeshxFault as exc:
+                self._log("meshx: %s stops without draining: %s" % (service_id, exc.text))
         yield from self._reconciler.converge(record)
+        return True
+
+    def maintenance(self, service_id, enable, reason):
+        """Steps of meshx.maintenance: Consul routes no new connections to the service while on."""
+        if not isinstance(enable, bool):
+            raise MeshxFault("BAD_ARGUMENTS", "enable must be a boolean")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON or NOT_XML.search(reason):
+            raise MeshxFault("BAD_ARGUMENTS", "reason must be text of at most %d characters" % MAX_REASON)
+        checked_service_id(service_id)
+        return (yield from self.locked(service_id, self._maintenance_locked(service_id, enable, reason)))
+
+    def _maintenance_locked(self, service_id, enable, reason):
+        record = self.owned(service_id)
+        before = record.maintenance
+        record.maintenance = (reason or "set with meshx maintenance") if enable else None
+        try:
+            yield self.save()
+            yield self.consul(self.agent.maintenance, service_id, enable, record.maintenance or "")
+        except Exception:
+            record.maintenance = before
+            self.save()
+            raise
         return True
 
     def _stop_leftover(self, service_id):
@@ -296,6 +337,7 @@ class MeshServices:
                 "last_running_at": proxy.get("last_running_at", 0), "reregistrations": record.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
                 "ttl_set": check.status if check else "", "ttl_sent": (check.sent or "") if check else "",
+                "maintenance": record.maintenance is not None,
             })
         return rows
 

@@ -64,7 +64,9 @@ def test_a_session(meshx, port_range):
     assert meshx("upstreams").stdout.split() == ["db", "cache"]
     assert meshx("disconnect", "db").stdout.strip() == "disconnected: db"
 
-    assert meshx("stop", "web-node1").stdout.strip() == "web-node1 stopped"
+    assert meshx("maintenance", "web-node1", "on", "--reason", "upgrade").stdout.strip() == "web-node1 maintenance on"
+    assert meshx("maintenance", "web-node1", "off").stdout.strip() == "web-node1 maintenance off"
+    assert meshx("stop", "web-node1", "--drain", "0.2").stdout.strip() == "web-node1 stopped"
 
 
 def test_json_output_parses(meshx, port_range):

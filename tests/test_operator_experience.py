@@ -47,8 +47,7 @@ def test_a_removed_proxy_group_is_added_again(mesh, consul_double):
     old_pid = server.rpc.meshx.info("web-node1")["pid"]
     assert server.ctl("stop", "meshx-web-node1").returncode == 0
     assert "removed" in server.ctl("remove", "meshx-web-node1").stdout
-    info = wait_for(lambda: (lambda i: i if i["state"] == "RUNNING" else None)(server.rpc.meshx.info("web-node1")),
-                    message="the proxy group back")
+    info = wait_for(lambda: _info_running(server), message="the proxy group back")  # BAD_NAME until then
     assert info["pid"] != old_pid
     assert "was removed; the reconciler adds it again" in server.log()
     assert [row["proxy_state"] for row in server.rpc.meshx.status()] == ["RUNNING"]

@@ -1896,6 +1896,7 @@ def clean_path(path):
 
 class LoggedRequest:
     def __init__(self, method, path, query, headers, body):
+        self.at = time.time()  # when it arrived
         self.method = method
         self.path = path
         self.query = query
