@@ -49,6 +49,18 @@ def _drain_seconds(key, text):
     return value
 
 
+def _interval_or_off(key, text):
+    if text.strip().lower() == "off":
+        return None
+    return _positive_number(key, text)
+
+
+def _positive_whole_number(key, text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError("%s must be a whole number from 1, not %r" % (key, text))
+    return int(text)
+
+
 def _restart_limit(key, text):
     if text.strip().lower() == "unlimited":
         return None
@@ -137,6 +149,8 @@ class Settings:
         "proxy_backoff_max_seconds": (_non_negative_number, "30"),
         "proxy_startsecs": (_non_negative_number, "1"),
         "proxy_stopwaitsecs": (_non_negative_number, "10"),
+        "proxy_health_interval": (_interval_or_off, "off"),
+        "proxy_health_failures": (_positive_whole_number, "3"),
         "proxy_environment": (_key_value_pairs, ""),
         "proxy_executables": (_executables, DEFAULT_EXECUTABLES),
         "consul_http_addr": (_text, ""),

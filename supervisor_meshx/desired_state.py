@@ -7,13 +7,14 @@ until the service is gone everywhere, so that a crash in the middle of a stop
 still ends in a stop.  Records read back from the state file are untrusted
 input: ``ServiceRecord.from_json`` checks every field's shape.
 """
+from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ttl import STATUSES
 
 
 class ServiceRecord:
     def __init__(self, service_id, name, address, port, allocated, registration,
-                 sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False):
+                 sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False, health="tcp"):
         self.service_id = service_id
         self.name = name
         self.address = address
@@ -27,6 +28,7 @@ class ServiceRecord:
         self.upstreams = {u["name"]: u for u in upstreams}  # in the order connected
         self.placeholder = placeholder  # listen on the endpoint (a proxy-only service)
         self.maintenance = None  # the reason while in maintenance, else None
+        self.health = health  # how its proxy is probed: tcp (sidecar port) or envoy (/ready on the admin port)
         self.present = True
         self.registered = False  # the agent has had it since it was desired
         self.deregistered = False  # our own clean shutdown deregistered it
@@ -54,7 +56,7 @@ class ServiceRecord:
             "registration": self.registration, "sidecar_port": self.sidecar_port,
             "admin_port": self.admin_port, "ttl": self.ttl,
             "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
-            "placeholder": self.placeholder, "maintenance": self.maintenance,
+            "placeholder": self.placeholder, "maintenance": self.maintenance, "health": self.health,
             "present": self.present, "registered": self.registered,
             "deregistered": self.deregistered, "reregistrations": self.reregistrations,
         }
@@ -81,7 +83,9 @@ class ServiceRecord:
             cmd=_argv(cmd),
             upstreams=_upstreams(saved.get("upstreams", [])),
             placeholder=_bool(saved, "placeholder"),
+            health=saved.get("health", "tcp"),
         )
+        _expect(record.health in HEALTH_KINDS, "bad health")
         maintenance = saved.get("maintenance")
         _expect(maintenance is None or isinstance(maintenance, str) and len(maintenance) <= 1024, "bad maintenance")
         record.maintenance = maintenance

@@ -14,11 +14,12 @@ from concurrent.futures import Future
 from supervisor import events
 from supervisor.states import SupervisorStates
 
-from supervisor_meshx import ownership, tasks
+from supervisor_meshx import ownership, registration, tasks
 from supervisor_meshx.config import ConfigError, Settings
 from supervisor_meshx.consul_agent import ConsulAgent
 from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
+from supervisor_meshx.health import HealthProbes
 from supervisor_meshx.mainloop import MainLoop
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortAllocator, Ports
@@ -59,7 +60,11 @@ class MeshxPlugin:
         self.proxies = ProxyGroups(supervisord, settings, connection.proxy_environment(), self.instance,
                                    self.log_error, self.changed)
         agent = ConsulAgent(connection, settings.consul_timeout, self._log_from_any_thread)
-        self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning)
+        self.health = HealthProbes(self.loop, settings.proxy_health_interval, settings.proxy_health_failures,
+                                   self._health_targets, lambda service_id: self.ttl.send_soon(service_id),
+                                   self.proxies.restart_unhealthy)
+        self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning,
+                             self.health.problem)
         ports = Ports(PortAllocator(settings.tcp_address, *settings.port_range),
                       PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range),
                       PortAllocator(_any_address(settings.tcp_address), *settings.admin_port_range))
@@ -69,6 +74,7 @@ class MeshxPlugin:
                                      self.save, self.log_warning)
         self.services = MeshServices(self.loop, self.reconciler, self.proxies, self.ttl, ports, settings,
                                      self.wait_restored, self.save, self.log_warning)
+        self.services.health_problem = self.health.problem
         self.upstreams = Upstreams(self.services, self.reconciler, ports.endpoint, settings)
         self._ports = ports
         self._save_scheduled = False
@@ -133,6 +139,7 @@ class MeshxPlugin:
         for service_id in list(self.reconciler.records):
             self.reconciler.reconcile(service_id)
         self._periodic_soon(0)
+        self.health.start()
         self.save()
 
     def _read(self, saved):
@@ -195,6 +202,20 @@ class MeshxPlugin:
             if not self._stopped:
                 self._periodic_soon(self.settings.reconcile_interval)
 
+    def _health_targets(self):
+        """(service_id, kind, address, port) of every RUNNING proxy of a mesh service."""
+        targets = []
+        for service_id, record in self.reconciler.records.items():
+            if not (record.present and record.cmd) or self.proxies.state_name(service_id) != "RUNNING":
+                continue
+            if record.health == "envoy":
+                port = record.admin_port
+            else:
+                port = record.sidecar_port or registration.sidecar_port(record.registration)
+            if port:
+                targets.append((service_id, record.health, self.settings.tcp_address, port))
+        return targets
+
     def _on_check_missing(self, service_id):
         self.reconciler.reconcile(service_id, register=True)
 
@@ -226,6 +247,7 @@ class MeshxPlugin:
         """Shutdown deregisters (unless configured not to); a reload keeps everything."""
         self._stopped = True
         self.ttl.stop()
+        self.health.stop()
         self.reconciler.stop()
         if self.supervisord.options.mood == SupervisorStates.SHUTDOWN and self.settings.deregister_on_shutdown:
             service_ids = self.services.ids()

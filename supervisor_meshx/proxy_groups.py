@@ -169,6 +169,19 @@ class ProxyGroups:
             configs.remove(proxy.group_config)
         self._on_change()
 
+    def restart_unhealthy(self, service_id, problem):
+        """A RUNNING proxy whose health probes failed: restart it, within max_proxy_restarts."""
+        process = self.process(service_id)
+        proxy = self._proxies.get(service_id)
+        if proxy is None or process is None or process.get_state() != ProcessStates.RUNNING:
+            return
+        if not self._policy.allows(proxy.record.restarts):
+            self._log_error("meshx: proxy of %s is unhealthy (%s) but has had max_proxy_restarts "
+                            "restarts; left as it is" % (service_id, problem))
+            return
+        self._log_error("meshx: proxy of %s is unhealthy (%s); restarting it" % (service_id, problem))
+        process.restart_unhealthy()
+
     def hold_stops(self, service_ids, until):
         """Let supervisord's shutdown stop these proxies only after ``until`` (time.time())."""
         for service_id in service_ids:

@@ -46,7 +46,8 @@ class ProxyProcess(Subprocess):
     def change_state(self, new_state, expected=True):
         if new_state == ProcessStates.RUNNING:
             self.config.record.last_running_at = time.time()
-        if new_state in (ProcessStates.EXITED, ProcessStates.BACKOFF):
+        if new_state in (ProcessStates.EXITED, ProcessStates.BACKOFF) or \
+                (new_state == ProcessStates.STOPPED and self.config.record.pending_cause):
             # recorded before the state event goes out, so listeners see the restart time
             record, policy = self.config.record, self.config.policy
             record.failed(policy, time.time(), self.laststop - self.laststart)
@@ -56,9 +57,17 @@ class ProxyProcess(Subprocess):
         return Subprocess.change_state(self, new_state, expected)
 
     def stop(self):
-        """While a shutdown drains, supervisord asks again on every pass of its loop."""
+        """While a shutdown drains, supervisord asks again on every pass of its loop.
+        A stop (by anyone) cancels a pending health restart."""
         if self.config.options.mood < SupervisorStates.RUNNING and time.time() < self.config.stop_after:
             return None
+        self.config.record.pending_cause = None
+        return Subprocess.stop(self)
+
+    def restart_unhealthy(self):
+        """Stop the proxy (TERM, KILL after the stop timeout) to be restarted as for a crash,
+        counted under cause ``health``."""
+        self.config.record.pending_cause = "health"
         return Subprocess.stop(self)
 
     def get_execv_args(self):
@@ -79,9 +88,10 @@ class ProxyProcess(Subprocess):
     def _restart_if_due(self):
         if self.config.options.mood < SupervisorStates.RUNNING:
             return
-        if self.state not in (ProcessStates.EXITED, ProcessStates.BACKOFF):
-            return
         record, policy = self.config.record, self.config.policy
+        if self.state not in (ProcessStates.EXITED, ProcessStates.BACKOFF) and \
+                not (self.state == ProcessStates.STOPPED and record.pending_cause):
+            return
         if not policy.allows(record.restarts):
             if self.state == ProcessStates.BACKOFF:
                 self.give_up()  # BACKOFF -> FATAL; an EXITED proxy just stays down
@@ -89,5 +99,6 @@ class ProxyProcess(Subprocess):
         if time.time() < record.restart_due:
             self.delay = record.restart_due  # keeps supervisord's own BACKOFF retry away
             return
-        record.restarted("crash")
+        record.restarted(record.pending_cause or "crash")
+        record.pending_cause = None
         self.spawn()

@@ -40,6 +40,7 @@ class RestartRecord:
         self.last_running_at = last_running_at
         self.consecutive_failures = 0
         self.restart_due = 0.0
+        self.pending_cause = None  # "health" while the plugin stops an unhealthy proxy to restart it
 
     def failed(self, policy, now, ran_for):
         if ran_for >= policy.backoff_max:

@@ -188,11 +188,13 @@ class MeshxNamespaceRPCInterface:
         RUNNING); ``ttl_set``, the status set with setTtlStatus;
         ``ttl_sent``, the status Consul last accepted ("" if none yet, e.g.
         while the agent can't be reached); ``maintenance``, whether the service
-        is in Consul's maintenance mode (meshx.maintenance).
+        is in Consul's maintenance mode (meshx.maintenance); ``health``, what
+        the failing health probe of its proxy found ("" when it passes or
+        probes are off).
 
         @return array rows  structs {service_id, address, port, sidecar_port, admin_port, proxy_state, pid,
                             restarts, restarts_by_cause, last_exit, last_exit_at, last_running_at,
-                            reregistrations, ttl_status, ttl_set, ttl_sent, maintenance}
+                            reregistrations, ttl_status, ttl_set, ttl_sent, maintenance, health}
         """
         return self._now(self._ready().services.status)
 

@@ -18,6 +18,7 @@ from supervisor.xmlrpc import RPCError
 from supervisor_meshx import limits, registration, templates
 from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
+from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
 from supervisor_meshx.tasks import Task, Wait
@@ -63,6 +64,7 @@ class MeshServices:
         self._log = log
         self._node_name = settings.node_name
         self._drain_seconds = settings.stop_drain_seconds
+        self.health_problem = lambda service_id: None  # set by the plugin when probes run
         self._defaults = templates.merge_defaults(settings.service_template, DEFAULT_TEMPLATE)
 
     def ids(self):
@@ -227,7 +229,7 @@ class MeshServices:
                 allocator.release(offered)
         return ServiceRecord(params["id"], params["name"], address, port, allocated, definition,
                              sidecar_port=sidecar_port, admin_port=admin_port, ttl=plan.ttl, cmd=plan.cmd,
-                             placeholder=placeholder)
+                             placeholder=placeholder, health=plan.health)
 
     def _endpoint(self, params, held):
         given_address, given_port = params.get("address"), params.get("port")
@@ -337,7 +339,7 @@ class MeshServices:
                 "last_running_at": proxy.get("last_running_at", 0), "reregistrations": record.reregistrations,
                 "ttl_status": self._ttl.effective(check)[0] if check else "",
                 "ttl_set": check.status if check else "", "ttl_sent": (check.sent or "") if check else "",
-                "maintenance": record.maintenance is not None,
+                "maintenance": record.maintenance is not None, "health": self.health_problem(service_id) or "",
             })
         return rows
 
@@ -428,6 +430,9 @@ class _Plan:
         self.registration = _registration(rendered.get("registration"), service_id)
         self.ttl = _ttl(rendered.get("ttl"))
         self.cmd = _proxy_cmd(rendered.get("proxy"))
+        self.health = rendered.get("health") or "tcp"
+        if self.health not in HEALTH_KINDS:
+            raise MeshxFault("BAD_TEMPLATE", "health must be one of %s" % ", ".join(HEALTH_KINDS))
         if self.ttl:
             check_ids = registration.check_ids(self.registration, service_id)
             if self.ttl["id"] not in check_ids:

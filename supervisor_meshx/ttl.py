@@ -39,14 +39,16 @@ class TtlCheck:
 
 
 class TtlKeeper:
-    def __init__(self, loop, agent, proxy_state, on_missing, log):
+    def __init__(self, loop, agent, proxy_state, on_missing, log, health_problem=lambda service_id: None):
         """``proxy_state(service_id)``: the proxy's state name, or None without a proxy;
-        ``on_missing(service_id)``: the agent answered that it has no such check."""
+        ``on_missing(service_id)``: the agent answered that it has no such check;
+        ``health_problem(service_id)``: what its proxy's health probe found wrong, or None."""
         self._loop = loop
         self._agent = agent
         self._proxy_state = proxy_state
         self._on_missing = on_missing
         self._log = log
+        self._health_problem = health_problem
         self._checks = {}
         self._next_tick = math.inf
         self._last_tick = -math.inf
@@ -87,6 +89,9 @@ class TtlKeeper:
     def effective(self, check):
         state = self._proxy_state(check.service_id)
         if state is None or state == "RUNNING":
+            problem = self._health_problem(check.service_id)
+            if problem:
+                return "critical", "proxy RUNNING but its health probe fails: %s" % problem
             return check.status, "set by supervisor-meshx" + ("" if state is None else "; proxy RUNNING")
         return "critical", "proxy %s (not running)" % state
 

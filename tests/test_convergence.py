@@ -262,6 +262,7 @@ def test_a_state_file_write_that_fails_for_a_while_is_retried(make_supervisord, 
     state = tmp_path / "state.json"
     server = make_supervisord(meshx_options={"consul_http_addr": consul_double.http_addr, "node_name": "node1",
                                              "state_file": str(state), "proxy_executables": "sleep"})
+    wait_for(state.exists, message="the first write (at start-up) done")  # nothing else writes until a call
     blocker = tmp_path / ("state.json.tmp-%d" % server.proc.pid)  # where each write starts
     blocker.mkdir()
     server.rpc.meshx.startProxy("later", ["sleep", "1000"])
