@@ -23,6 +23,7 @@ STARTSECS = 1
 STOPWAITSECS = 10
 STANDIN = ["sleep", "100000"]
 MESHX_PORTS = "24000-27999"  # service endpoints; by-hand registrations use 28000 and up
+MESHX_SIDECAR_PORTS = "29000-30999"  # room for 1,000 sidecars even with some ports in use
 FDS_PER_PROCESS = 6
 
 
@@ -91,6 +92,7 @@ class Supervisord:
                 proxy_stopwaitsecs = {stopwaitsecs}
                 service_template = {template}
                 port_range = {ports}
+                sidecar_port_range = {sidecar_ports}
 
                 ; twiddler can't create groups: programs are added to this one
                 [program:dummy]
@@ -102,7 +104,7 @@ class Supervisord:
                 programs = dummy
                 """).format(d=self.dir, sock=self.socket, minfds=self.minfds, consul=consul_addr,
                             startsecs=STARTSECS, stopwaitsecs=STOPWAITSECS, template=template,
-                            ports=MESHX_PORTS, standin=" ".join(STANDIN)))
+                            ports=MESHX_PORTS, sidecar_ports=MESHX_SIDECAR_PORTS, standin=" ".join(STANDIN)))
             f.write(textwrap.dedent(extra_config))
 
     def start(self, timeout=30.0):

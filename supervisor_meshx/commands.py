@@ -7,7 +7,9 @@ returns supervisorctl's exit status: 0, 1 for a fault (``ERROR: <fault>``),
 """
 import argparse
 import json
+import os
 import socket
+import tempfile
 import xmlrpc.client
 
 from supervisor.supervisorctl import DEAD_PROGRAM_FAULTS, LSBInitExitStatuses
@@ -69,6 +71,9 @@ def build_parser(prog="meshx"):
     _add(sub, "upstreams", "List the upstreams of a proxy service.",
          (["id"], {"nargs": "?", "default": "", "help": "proxy service id (default upstream-<node_name>)"}))
     _add(sub, "status", "One line per service: endpoint, proxy state, restarts, TTL status.")
+    _add(sub, "metrics", "Print Prometheus metrics of the proxy fleet, or write them to a file.",
+         (["--output"], {"metavar": "FILE", "help": "write atomically to FILE (e.g. for node_exporter's "
+                                                    "textfile collector: a .prom file in its directory)"}))
     _add(sub, "help", "Explain a subcommand.", (["topic"], {"nargs": "?", "help": "subcommand"}))
     return parser
 
@@ -159,7 +164,28 @@ COMMANDS = {
     "disconnect": lambda args, meshx: meshx.disconnect(args.names, args.proxy, args.restart),
     "upstreams": lambda args, meshx: meshx.listUpstreams(args.id),
     "status": lambda args, meshx: meshx.status(),
+    "metrics": lambda args, meshx: _metrics(args, meshx),
 }
+
+
+def _metrics(args, meshx):
+    text = meshx.metrics()
+    if args.output:
+        _write_atomically(args.output, text)
+    return text
+
+
+def _write_atomically(path, text):
+    """A reader (node_exporter) sees the old file or the new one, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".meshx-metrics-", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError("cannot write %s: %s" % (path, exc))
 
 
 def _endpoint(row):
@@ -197,4 +223,5 @@ HUMAN = {
     "disconnect": lambda r, a: ["disconnected: %s" % (", ".join(r) or "nothing")],
     "upstreams": lambda r, a: list(r),
     "status": _status_lines,
+    "metrics": lambda r, a: [] if a.output else r.rstrip("\n").splitlines(),
 }

@@ -10,9 +10,12 @@ an error.
 """
 import json
 import threading
+import time
 
 import requests
 from consul.std import HTTPClient
+
+from supervisor_meshx.consul_connection import read_token_file
 
 
 
@@ -30,9 +33,11 @@ class ConsulError(Exception):
 
 
 class ConsulAgent:
-    def __init__(self, connection, timeout, log):
+    def __init__(self, connection, timeout, log, on_call=lambda outcome, seconds: None):
         """``timeout``: seconds an agent call may take (a hung agent must not hold a worker forever);
-        ``log(message)``: for a token file that can't be read (any thread)."""
+        ``log(message)``: for a token file that can't be read (any thread);
+        ``on_call(outcome, seconds)``: every call, ok, error or unavailable (for the metrics)."""
+        self._on_call = on_call
         self._connection = connection
         self._timeout = timeout
         self._log = log
@@ -65,21 +70,31 @@ class ConsulAgent:
         for http in clients:
             http.session.close()
 
-    def _request(self, method, path, params=None, body=None):
+    def _request(self, method, path, params=None, body=None, token_file=None):
+        """``token_file``: a service's own token (else the plugin's)."""
         headers = {}
-        token = self._connection.token()
+        if token_file:
+            token, self._local.token_error = read_token_file(token_file)
+        else:
+            token = self._connection.token()
+            self._note_token_error(self._connection.token_error)
+            self._local.token_error = self._connection.token_error
         if token:
             headers["X-Consul-Token"] = token
-        self._note_token_error(self._connection.token_error)
         http = self._http()
+        started = time.monotonic()
         try:
             if method == "GET":
-                return http.get(lambda r: r, path, params=params, headers=headers)
-            data = "" if body is None else json.dumps(body)
-            return http.put(lambda r: r, path, params=params, data=data, headers=headers)
+                response = http.get(lambda r: r, path, params=params, headers=headers)
+            else:
+                data = "" if body is None else json.dumps(body)
+                response = http.put(lambda r: r, path, params=params, data=data, headers=headers)
         except requests.RequestException as exc:
+            self._on_call("unavailable", time.monotonic() - started)
             raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
                                     % (self._connection.address, type(exc).__name__))
+        self._on_call("ok" if response.code in (200, 404, 429, 503) else "error", time.monotonic() - started)
+        return response
 
     def _note_token_error(self, error):
         with self._lock:
@@ -94,28 +109,31 @@ class ConsulAgent:
         if response.code == 404 and allow_404:
             return False
         message = response.body.strip() if response.body else ""
-        if response.code == 403 and self._token_error:
-            message += " (%s)" % self._token_error
+        token_error = getattr(self._local, "token_error", "")
+        if response.code == 403 and token_error:
+            message += " (%s)" % token_error
         raise ConsulError(response.code, message)
 
-    def register(self, definition):
-        self._ok(self._request("PUT", "/v1/agent/service/register", body=definition))
+    # Calls about one service take ``token_file``: that service's own token, if it has one.
 
-    def deregister(self, service_id):
+    def register(self, definition, token_file=None):
+        self._ok(self._request("PUT", "/v1/agent/service/register", body=definition, token_file=token_file))
+
+    def deregister(self, service_id, token_file=None):
         """Deregister a service (and the sidecar Consul made for it); False if unknown."""
-        return self._ok(self._request("PUT", "/v1/agent/service/deregister/" + _segment(service_id)),
-                        allow_404=True)
+        return self._ok(self._request("PUT", "/v1/agent/service/deregister/" + _segment(service_id),
+                                      token_file=token_file), allow_404=True)
 
-    def service(self, service_id):
+    def service(self, service_id, token_file=None):
         """The agent's definition of a service, or None if it has none."""
-        response = self._request("GET", "/v1/agent/service/" + _segment(service_id))
+        response = self._request("GET", "/v1/agent/service/" + _segment(service_id), token_file=token_file)
         return json.loads(response.body) if self._ok(response, allow_404=True) else None
 
-    def maintenance(self, service_id, enable, reason=""):
+    def maintenance(self, service_id, enable, reason="", token_file=None):
         """Put a service in maintenance (Consul stops routing to it) or take it out; False if unknown."""
         params = [("enable", "true" if enable else "false")] + ([("reason", reason)] if reason else [])
         return self._ok(self._request("PUT", "/v1/agent/service/maintenance/" + _segment(service_id),
-                                      params=params), allow_404=True)
+                                      params=params, token_file=token_file), allow_404=True)
 
     def services(self):
         """Every service the agent has, by id (one call: the reconciler's periodic pass)."""
@@ -126,19 +144,20 @@ class ConsulAgent:
             raise ConsulError(response.code, "unexpected answer to /v1/agent/services")
         return {k: v for k, v in services.items() if isinstance(v, dict)}
 
-    def health(self, service_id):
+    def health(self, service_id, token_file=None):
         """passing, warning, critical or maintenance; None for an unknown service."""
         response = self._request("GET", "/v1/agent/health/service/id/" + _segment(service_id),
-                                 params=[("format", "text")])
+                                 params=[("format", "text")], token_file=token_file)
         if response.code in (200, 429, 503):
             return response.body.strip()
         self._ok(response, allow_404=True)
         return None
 
-    def update_check(self, check_id, status, output):
+    def update_check(self, check_id, status, output, token_file=None):
         """Set a TTL check's status; False if the agent has no such check."""
         return self._ok(self._request("PUT", "/v1/agent/check/update/" + _segment(check_id),
-                                      body={"Status": status, "Output": output}), allow_404=True)
+                                      body={"Status": status, "Output": output}, token_file=token_file),
+                        allow_404=True)
 
 
 def _segment(value):

@@ -57,12 +57,24 @@ class ConsulConnection:
         if self._token:
             return self._token
         if self._token_file:
-            try:
-                with open(self._token_file) as f:
-                    token = f.read().strip()
-                self.token_error = ""
-                return token
-            except OSError as exc:
-                self.token_error = "the token file %s could not be read (%s)" % (
-                    self._token_file, exc.strerror or type(exc).__name__)
+            token, self.token_error = read_token_file(self._token_file)
+            return token
         return ""
+
+
+MAX_TOKEN = 512  # characters; Consul's tokens are UUIDs
+
+
+def read_token_file(path):
+    """(token, "") or ("", why not).  Only a file that holds one token-like line counts, so that
+    no other file's content is ever sent to the agent."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKEN + 2)
+    except OSError as exc:
+        return "", "the token file %s could not be read (%s)" % (path, exc.strerror or type(exc).__name__)
+    token = raw.strip().decode("ascii", errors="replace")
+    if not token or len(raw) > MAX_TOKEN + 1 or not all(33 <= ord(c) < 127 for c in token):
+        return "", "the token file %s holds no token (one line, at most %d printable characters)" % (
+            path, MAX_TOKEN)
+    return token, ""

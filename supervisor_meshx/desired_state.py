@@ -14,7 +14,8 @@ from supervisor_meshx.ttl import STATUSES
 
 class ServiceRecord:
     def __init__(self, service_id, name, address, port, allocated, registration,
-                 sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False, health="tcp"):
+                 sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False, health="tcp",
+                 token_file=None):
         self.service_id = service_id
         self.name = name
         self.address = address
@@ -29,6 +30,7 @@ class ServiceRecord:
         self.placeholder = placeholder  # listen on the endpoint (a proxy-only service)
         self.maintenance = None  # the reason while in maintenance, else None
         self.health = health  # how its proxy is probed: tcp (sidecar port) or envoy (/ready on the admin port)
+        self.token_file = token_file  # the service's own ACL token's file (never the token), or None
         self.present = True
         self.registered = False  # the agent has had it since it was desired
         self.deregistered = False  # our own clean shutdown deregistered it
@@ -57,6 +59,7 @@ class ServiceRecord:
             "admin_port": self.admin_port, "ttl": self.ttl,
             "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
             "placeholder": self.placeholder, "maintenance": self.maintenance, "health": self.health,
+            "token_file": self.token_file,
             "present": self.present, "registered": self.registered,
             "deregistered": self.deregistered, "reregistrations": self.reregistrations,
         }
@@ -84,7 +87,9 @@ class ServiceRecord:
             upstreams=_upstreams(saved.get("upstreams", [])),
             placeholder=_bool(saved, "placeholder"),
             health=saved.get("health", "tcp"),
+            token_file=saved.get("token_file"),
         )
+        _expect(record.token_file is None or is_token_path(record.token_file), "bad token_file")
         _expect(record.health in HEALTH_KINDS, "bad health")
         maintenance = saved.get("maintenance")
         _expect(maintenance is None or isinstance(maintenance, str) and len(maintenance) <= 1024, "bad maintenance")
@@ -96,6 +101,10 @@ class ServiceRecord:
         _expect(isinstance(count, int) and not isinstance(count, bool) and count >= 0, "bad reregistrations")
         record.reregistrations = count
         return record
+
+
+def is_token_path(value):
+    return isinstance(value, str) and value.startswith("/") and len(value) <= 4096 and "\0" not in value
 
 
 def _expect(condition, what):

@@ -17,10 +17,11 @@ PROBE_TIMEOUT = 1.0  # seconds one probe may take
 
 
 class HealthProbes:
-    def __init__(self, loop, interval, failures, targets, on_change, on_unhealthy):
+    def __init__(self, loop, interval, failures, targets, on_change, on_unhealthy, count_failure=lambda: None):
         """``targets()``: (service_id, kind, address, port) to probe now, main thread;
         ``on_change(service_id)``: its health changed; ``on_unhealthy(service_id, problem)``:
-        ``failures`` failed in a row."""
+        ``failures`` failed in a row; ``count_failure()``: one probe failed (for the metrics)."""
+        self._count_failure = count_failure
         self._loop = loop
         self._interval = interval
         self._failures_needed = failures
@@ -60,6 +61,7 @@ class HealthProbes:
                     del self._failing[service_id]
                     self._on_change(service_id)
                 continue
+            self._count_failure()
             count = (before[0] if before else 0) + 1
             self._failing[service_id] = (count, problem)
             if not before:

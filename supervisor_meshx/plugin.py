@@ -21,6 +21,7 @@ from supervisor_meshx.desired_state import ServiceRecord
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.health import HealthProbes
 from supervisor_meshx.mainloop import MainLoop
+from supervisor_meshx.metrics import Metrics
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortAllocator, Ports
 from supervisor_meshx.proxy_groups import ProxyGroups
@@ -56,22 +57,23 @@ class MeshxPlugin:
             raise ConfigError(str(exc))
         self.instance = ownership.instance_id(settings.node_name, state_path)
         self.loop = MainLoop(self.log_error)
+        self.metrics = Metrics(self._fleet)
         connection = settings.consul_connection()
         self.proxies = ProxyGroups(supervisord, settings, connection.proxy_environment(), self.instance,
                                    self.log_error, self.changed)
-        agent = ConsulAgent(connection, settings.consul_timeout, self._log_from_any_thread)
+        agent = ConsulAgent(connection, settings.consul_timeout, self._log_from_any_thread, self.metrics.agent_call)
         self.health = HealthProbes(self.loop, settings.proxy_health_interval, settings.proxy_health_failures,
                                    self._health_targets, lambda service_id: self.ttl.send_soon(service_id),
-                                   self.proxies.restart_unhealthy)
+                                   self.proxies.restart_unhealthy, self.metrics.health_failures.inc)
         self.ttl = TtlKeeper(self.loop, agent, self.proxies.state_name, self._on_check_missing, self.log_warning,
-                             self.health.problem)
+                             self.health.problem, self._count_ttl_updates)
         ports = Ports(PortAllocator(settings.tcp_address, *settings.port_range),
                       PortAllocator(_any_address(settings.tcp_address), *settings.sidecar_port_range),
                       PortAllocator(_any_address(settings.tcp_address), *settings.admin_port_range))
         self.state = StateFile(state_path, self.loop, self._snapshot, self.log_error)
         self.reconciler = Reconciler(self.loop, agent, self.proxies, self.ttl, ports,
                                      ownership.marker(settings.node_name, self.instance),
-                                     self.save, self.log_warning)
+                                     self.save, self.log_warning, self.metrics.repairs.inc)
         self.services = MeshServices(self.loop, self.reconciler, self.proxies, self.ttl, ports, settings,
                                      self.wait_restored, self.save, self.log_warning)
         self.services.health_problem = self.health.problem
@@ -216,6 +218,21 @@ class MeshxPlugin:
                 targets.append((service_id, record.health, self.settings.tcp_address, port))
         return targets
 
+    def _fleet(self):
+        """What the metrics show of the fleet now; main thread."""
+        proxies, restarts = {}, {}
+        for service_id in self.proxies.ids():
+            state = self.proxies.state_name(service_id)
+            proxies[state] = proxies.get(state, 0) + 1
+            for cause, count in self.proxies.info(service_id)["restarts_by_cause"].items():
+                restarts[cause] = restarts.get(cause, 0) + count
+        records = [r for r in self.reconciler.records.values() if r.present]
+        return len(records), proxies, restarts, sum(r.reregistrations for r in records)
+
+    def _count_ttl_updates(self, sent, failed):
+        self.metrics.ttl_updates.labels("sent").inc(sent)
+        self.metrics.ttl_updates.labels("failed").inc(failed)
+
     def _on_check_missing(self, service_id):
         self.reconciler.reconcile(service_id, register=True)
 
@@ -255,7 +272,8 @@ class MeshxPlugin:
             if drain:
                 self.proxies.hold_stops(service_ids, time.time() + drain)
             # the pool's threads are joined at exit, so this finishes before supervisord does
-            self.loop.submit(_drain_and_deregister, self.reconciler.agent, service_ids, drain)
+            self.loop.submit(_drain_and_deregister, self.reconciler.agent,
+                             [(sid, self.reconciler.records[sid].token_file) for sid in service_ids], drain)
             for service_id in service_ids:
                 self.reconciler.records[service_id].deregistered = True
         if self.restored:
@@ -294,20 +312,21 @@ def default_state_file(options):
     return os.path.splitext(os.path.abspath(options.pidfile))[0] + ".meshx.json"
 
 
-def _drain_and_deregister(agent, service_ids, drain):
-    """At shutdown: all services in maintenance at once, one drain for all, then deregistered
-    (supervisord stops their proxies when the drain is over, see ProxyGroups.hold_stops)."""
+def _drain_and_deregister(agent, services, drain):
+    """At shutdown: all ``(service_id, token_file)`` in maintenance at once, one drain for all, then
+    deregistered (supervisord stops their proxies when the drain is over, see ProxyGroups.hold_stops)."""
     if drain:
-        for service_id in service_ids:
-            _quietly(agent.maintenance, service_id, True, "supervisord shutting down: draining for %g s" % drain)
+        for service_id, token_file in services:
+            _quietly(agent.maintenance, service_id, True, "supervisord shutting down: draining for %g s" % drain,
+                     token_file=token_file)
         time.sleep(drain)
-    for service_id in service_ids:
-        _quietly(agent.deregister, service_id)
+    for service_id, token_file in services:
+        _quietly(agent.deregister, service_id, token_file=token_file)
 
 
-def _quietly(call, *args):
+def _quietly(call, *args, **kwargs):
     try:
-        call(*args)
+        call(*args, **kwargs)
     except Exception:
         pass  # the agent will reap or the next start will fix it; supervisord is on its way out
 

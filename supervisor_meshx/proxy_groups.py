@@ -116,14 +116,15 @@ class ProxyGroups:
         except CommandNotAllowed as exc:
             raise MeshxFault("COMMAND_NOT_ALLOWED", str(exc))
 
-    def start(self, service_id, cmd, history=None):
+    def start(self, service_id, cmd, history=None, environment=None):
         """Add the proxy's group and spawn it; False (nothing started) for an empty cmd.
-        ``history``: the restart record saved by an earlier run."""
+        ``history``: the restart record saved by an earlier run; ``environment``: this proxy's own
+        (a service's own token file replaces the plugin's token)."""
         argv = self.check(service_id, cmd)
         if not argv:
             return False
         record = RestartRecord.from_history(history or {})
-        group_config = self._group_config(service_id, argv, record)
+        group_config = self._group_config(service_id, argv, record, environment or {})
         try:
             self._supervisord.add_process_group(group_config)  # creates the log files
         except OSError as exc:
@@ -225,7 +226,7 @@ class ProxyGroups:
             raise MeshxFault("BAD_NAME", "no proxy for %s" % service_id)
         return proxy
 
-    def _group_config(self, service_id, argv, record):
+    def _group_config(self, service_id, argv, record, environment):
         options = self._supervisord.options
         name = group_name(service_id)
         section = "program:%s" % name
@@ -244,6 +245,9 @@ class ProxyGroups:
         [config] = options.processes_from_section(parser, section, name, klass=ProxyProcessConfig)
         config.command = shlex.join(argv)
         config.environment = dict(self._environment, **ownership.process_environment(self._instance, service_id))
+        if "CONSUL_HTTP_TOKEN_FILE" in environment:
+            config.environment.pop("CONSUL_HTTP_TOKEN", None)  # it would win over the service's own file
+        config.environment.update(environment)
         config.startsecs = self._settings.proxy_startsecs
         config.stopwaitsecs = self._settings.proxy_stopwaitsecs
         config.policy = self._policy

@@ -49,8 +49,10 @@ class KeyedLocks:
 
 
 class Reconciler:
-    def __init__(self, loop, agent, proxies, ttl, ports, marker, save, log):
-        """``ports``: the plugin's ``Ports``; ``save()``: persist soon."""
+    def __init__(self, loop, agent, proxies, ttl, ports, marker, save, log, count_repair=lambda: None):
+        """``ports``: the plugin's ``Ports``; ``save()``: persist soon; ``count_repair()``: a
+        difference in the agent was fixed (for the metrics)."""
+        self._count_repair = count_repair
         self._loop = loop
         self.agent = agent
         self._proxies = proxies
@@ -71,11 +73,11 @@ class Reconciler:
     def stop(self):
         self._stopped = True
 
-    def consul(self, method, *args):
+    def consul(self, method, *args, **kwargs):
         """A future for an agent call; failures arrive as CONSUL_* faults."""
         def call():
             try:
-                return method(*args)
+                return method(*args, **kwargs)
             except ConsulUnavailable as exc:
                 raise MeshxFault("CONSUL_UNAVAILABLE", str(exc))
             except ConsulError as exc:
@@ -86,13 +88,14 @@ class Reconciler:
 
     # -- converging one service (its lock held) ---------------------------
 
-    def converge(self, record, deadline=0.0):
+    def converge(self, record, deadline=0.0, repair=False):
         """Steps: make the world match ``record``; a fault if it can't yet
         (a background retry is then scheduled).  An agent that is not ready
-        yet is asked again until ``deadline`` (time.monotonic())."""
+        yet is asked again until ``deadline`` (time.monotonic()).  ``repair``:
+        not after a change of the desired state (counted in the metrics)."""
         try:
             if record.present:
-                yield from self._converge_present(record, deadline)
+                yield from self._converge_present(record, deadline, repair)
             else:
                 yield from self._remove(record)
         except MeshxFault:
@@ -100,11 +103,12 @@ class Reconciler:
             raise
         self._failures.pop(record.service_id, None)
 
-    def _converge_present(self, record, deadline):
-        parent = yield self.consul(self.agent.service, record.service_id)
+    def _converge_present(self, record, deadline, repair):
+        token_file = record.token_file
+        parent = yield self.consul(self.agent.service, record.service_id, token_file=token_file)
         sidecar = None
         if registration.sidecar_of(record.registration) is not None:
-            sidecar = yield self.consul(self.agent.service, record.sidecar_id)
+            sidecar = yield self.consul(self.agent.service, record.sidecar_id, token_file=token_file)
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.registration, parent, sidecar):
             yield from self._register(record, deadline)
@@ -112,9 +116,12 @@ class Reconciler:
             if parent is None and record.registered and not record.deregistered:
                 record.reregistrations += 1
                 self._log("meshx: the Consul agent had lost %s; registered it again" % record.service_id)
+            if repair:
+                self._count_repair()
             record.registered, record.deregistered = True, False
             if record.maintenance is not None:  # a registration comes without it
-                yield self.consul(self.agent.maintenance, record.service_id, True, record.maintenance)
+                yield self.consul(self.agent.maintenance, record.service_id, True, record.maintenance,
+                                  token_file=token_file)
             self._ttl.send_soon(record.service_id)
             self._save()
         self._run(record)
@@ -123,7 +130,7 @@ class Reconciler:
         pause = 0.1
         while True:
             try:
-                yield self.consul(self.agent.register, record.registration)
+                yield self.consul(self.agent.register, record.registration, token_file=record.token_file)
                 return
             except MeshxFault as exc:
                 if NOT_READY not in exc.detail or time.monotonic() + pause > deadline:
@@ -135,9 +142,10 @@ class Reconciler:
         """The local parts: TTL updates, proxy group, placeholder listener."""
         service_id = record.service_id
         if record.ttl and self._ttl.get(service_id) is None:
-            self._ttl.add(service_id, record.ttl["id"], record.ttl["status"], record.ttl["ttl"])
+            self._ttl.add(service_id, record.ttl["id"], record.ttl["status"], record.ttl["ttl"], record.token_file)
         if record.cmd and service_id not in self._proxies.ids():
-            self._proxies.start(service_id, record.cmd, self.saved_history.pop(service_id, None))
+            self._proxies.start(service_id, record.cmd, self.saved_history.pop(service_id, None),
+                                {"CONSUL_HTTP_TOKEN_FILE": record.token_file} if record.token_file else None)
         if record.placeholder and record.listener is None:
             record.listener = listen(record.address, record.port)
 
@@ -147,9 +155,9 @@ class Reconciler:
         self._ttl.remove(service_id)
         if record.cmd and service_id in self._proxies.ids():
             yield from self._proxies.stop(service_id)
-        yield self.consul(self.agent.deregister, service_id)
-        if registration.sidecar_of(record.registration) is not None:
-            yield self.consul(self.agent.deregister, record.sidecar_id)  # if the parent was gone alone
+        yield self.consul(self.agent.deregister, service_id, token_file=record.token_file)
+        if registration.sidecar_of(record.registration) is not None:  # if the parent was gone alone
+            yield self.consul(self.agent.deregister, record.sidecar_id, token_file=record.token_file)
         if record.listener is not None:
             record.listener.close()
             record.listener = None
@@ -193,7 +201,7 @@ class Reconciler:
         try:
             record = self.records.get(service_id)
             if record is not None and not self._stopped:
-                yield from self.converge(record)
+                yield from self.converge(record, repair=True)
         except MeshxFault as exc:
             if self._failures.get(service_id) == 1:
                 self._log("meshx: cannot converge %s yet (%s); retrying" % (service_id, exc.text))
@@ -215,6 +223,7 @@ class Reconciler:
         try:
             if service_id not in self.records:
                 yield self.consul(self.agent.deregister, service_id)
+                self._count_repair()
                 self._log("meshx: deregistered %s: registered by this supervisord, no longer wanted"
                           % service_id)
         except MeshxFault:

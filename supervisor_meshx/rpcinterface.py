@@ -257,6 +257,15 @@ class MeshxNamespaceRPCInterface:
         """
         return self._steps(self._ready().upstreams.disconnect, upstreams, proxy_service_id, restart_proxy)
 
+    def metrics(self):
+        """Prometheus metrics of the proxy fleet, in the text exposition format: services owned,
+        proxies by state, restarts by cause, health probe failures, re-registrations, reconciler
+        repairs, TTL updates sent and failed, agent calls by outcome and their latency.
+
+        @return string text  the exposition text (as for node_exporter's textfile collector)
+        """
+        return self._now(self._ready().metrics.text)
+
     def listUpstreams(self, proxy_service_id=""):
         """List the upstreams of a proxy service.
 

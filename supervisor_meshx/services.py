@@ -16,7 +16,8 @@ import time
 from supervisor.xmlrpc import RPCError
 
 from supervisor_meshx import limits, registration, templates
-from supervisor_meshx.desired_state import ServiceRecord
+from supervisor_meshx.consul_connection import read_token_file
+from supervisor_meshx.desired_state import ServiceRecord, is_token_path
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import checked_service_id
@@ -113,11 +114,13 @@ class MeshServices:
         if variant:
             raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
                              "(Consul's proxies would take one for the other)" % (service_id, variant))
-        existing = yield self.consul(self.agent.service, service_id)
+        token_file = self._token_file(params, template)
+        existing = yield self.consul(self.agent.service, service_id, token_file=token_file)
         if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
             raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
                              "supervisord (force=true takes it over)" % service_id)
         record = self._new_record(params, template, placeholder)
+        record.token_file = token_file
         self.records[service_id] = record
         try:
             yield self.save()
@@ -173,7 +176,9 @@ class MeshServices:
         while True:
             check = self._ttl.get(service_id)
             sent = check.sent_count if check else 0
-            status = yield self.consul(self.agent.health, service_id)
+            record = self.records.get(service_id)
+            status = yield self.consul(self.agent.health, service_id,
+                                       token_file=record.token_file if record else None)
             if status == "passing":
                 return
             remaining = deadline - time.monotonic()
@@ -231,6 +236,25 @@ class MeshServices:
                              sidecar_port=sidecar_port, admin_port=admin_port, ttl=plan.ttl, cmd=plan.cmd,
                              placeholder=placeholder, health=plan.health)
 
+    def _token_file(self, params, template):
+        """The service's own token file (``token_file`` of the service or of its template), or None."""
+        value = params.get("token_file")
+        if value is None:
+            value = templates.merge_defaults(template, self._defaults).get("token_file")
+            if value is not None:
+                try:
+                    value = templates.render({"token_file": value}, params)["token_file"]
+                except templates.TemplateError as exc:
+                    raise MeshxFault("BAD_TEMPLATE", str(exc))
+        if value is None or value == "":
+            return None
+        if not is_token_path(value):
+            raise MeshxFault("BAD_ARGUMENTS", "token_file must be an absolute path")
+        error = read_token_file(value)[1]
+        if error:
+            raise MeshxFault("BAD_ARGUMENTS", error)
+        return value
+
     def _endpoint(self, params, held):
         given_address, given_port = params.get("address"), params.get("port")
         if given_address is not None or given_port is not None:
@@ -284,7 +308,7 @@ class MeshServices:
             # Consul stops routing new connections to it first; those open may finish
             try:
                 yield self.consul(self.agent.maintenance, service_id, True,
-                                  "stopping: draining for %g s" % drain_seconds)
+                                  "stopping: draining for %g s" % drain_seconds, token_file=record.token_file)
                 yield Wait(lambda: False, timeout=drain_seconds)
             except MeshxFault as exc:
                 self._log("meshx: %s stops without draining: %s" % (service_id, exc.text))
@@ -306,7 +330,8 @@ class MeshServices:
         record.maintenance = (reason or "set with meshx maintenance") if enable else None
         try:
             yield self.save()
-            yield self.consul(self.agent.maintenance, service_id, enable, record.maintenance or "")
+            yield self.consul(self.agent.maintenance, service_id, enable, record.maintenance or "",
+                              token_file=record.token_file)
         except Exception:
             record.maintenance = before
             self.save()

@@ -23,8 +23,9 @@ RETRY_CAP = 5.0  # seconds between retries while the agent is unreachable
 
 
 class TtlCheck:
-    def __init__(self, service_id, check_id, status, interval):
+    def __init__(self, service_id, check_id, status, interval, token_file=None):
         self.service_id = service_id
+        self.token_file = token_file  # the service's own token, if it has one
         self.check_id = check_id
         self.status = status
         self.interval = interval
@@ -39,10 +40,13 @@ class TtlCheck:
 
 
 class TtlKeeper:
-    def __init__(self, loop, agent, proxy_state, on_missing, log, health_problem=lambda service_id: None):
+    def __init__(self, loop, agent, proxy_state, on_missing, log, health_problem=lambda service_id: None,
+                 count=lambda sent, failed: None):
         """``proxy_state(service_id)``: the proxy's state name, or None without a proxy;
         ``on_missing(service_id)``: the agent answered that it has no such check;
-        ``health_problem(service_id)``: what its proxy's health probe found wrong, or None."""
+        ``health_problem(service_id)``: what its proxy's health probe found wrong, or None;
+        ``count(sent, failed)``: updates accepted and not, after each batch (for the metrics)."""
+        self._count = count
         self._loop = loop
         self._agent = agent
         self._proxy_state = proxy_state
@@ -62,8 +66,8 @@ class TtlKeeper:
 
     # -- main thread -----------------------------------------------------
 
-    def add(self, service_id, check_id, status, interval_ms):
-        self._checks[service_id] = TtlCheck(service_id, check_id, status, interval_ms / 1000.0)
+    def add(self, service_id, check_id, status, interval_ms, token_file=None):
+        self._checks[service_id] = TtlCheck(service_id, check_id, status, interval_ms / 1000.0, token_file)
         self.send_soon(service_id)
 
     def remove(self, service_id):
@@ -119,7 +123,7 @@ class TtlKeeper:
         urgent = [[entry] for entry in batch if entry[0].due == 0.0]
         regular = [entry for entry in batch if entry[0].due != 0.0]
         for part in urgent + [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)]:
-            future = self._loop.submit(self._send, [(c.check_id, s, o) for c, s, o in part])
+            future = self._loop.submit(self._send, [(c.check_id, s, o, c.token_file) for c, s, o in part])
             future.add_done_callback(lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f)))
         self._reschedule()
 
@@ -152,6 +156,8 @@ class TtlKeeper:
             if isinstance(error, LookupError) and check.service_id in self._checks:
                 self._on_missing(check.service_id)
         self._note_outage(results)
+        failed = sum(1 for error in results if error is not None)
+        self._count(len(results) - failed, failed)
         self._reschedule()
 
     def _note_outage(self, results):
@@ -175,9 +181,9 @@ class TtlKeeper:
 
     def _send(self, updates):
         results = []
-        for check_id, status, output in updates:
+        for check_id, status, output, token_file in updates:
             try:
-                found = self._agent.update_check(check_id, status, output)
+                found = self._agent.update_check(check_id, status, output, token_file=token_file)
                 results.append(None if found else LookupError("Consul has no check %s" % check_id))
             except Exception as exc:
                 results.append(exc)

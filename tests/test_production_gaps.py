@@ -1,6 +1,7 @@
 """Where a real host and a real agent differ from the double: the proxies' way to
 the agent, Envoy admin ports, templates the agent refuses, an agent without a
 leader yet, ids Consul confuses, the allowlist, oversized input, secrets."""
+import json
 import os
 import signal
 import sys
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from consul_fixtures import *  # noqa: F401,F403
+from supervisor_meshx.testing.consul_double import ConsulDouble
 from supervisord_harness import Supervisord, wait_for
 from test_services import agent_services, assert_nothing_left, fault_of, mesh  # noqa: F401
 
@@ -167,3 +169,44 @@ def test_a_missing_allowed_program_is_a_warning(make_supervisord):
     server = make_supervisord(meshx_options={"proxy_executables": "sleep, /nonexistent/envoy"})
     assert "proxy_executables: /nonexistent/envoy is not an executable file" in server.log()
     assert server.rpc.meshx.startProxy("p", ["sleep", "1000"]) is True
+
+
+def test_a_service_with_its_own_token(mesh, tmp_path):
+    plugin_token, web_token = "plugin-0000-secret", "web-1111-secret"
+    web_token_file = tmp_path / "web.token"
+    web_token_file.write_text(web_token + "\n")
+    with ConsulDouble(acl_default_policy="deny", acl_tokens={
+            plugin_token: {"accessor": "acc-plugin", "service_write": ["upstream*"], "service_read": ["*"]},
+            web_token: {"accessor": "acc-web", "service_write": ["web*"], "service_read": ["*"]}}) as agent:
+        server = mesh(agent, consul_http_token=plugin_token,
+                      service_template=_write(tmp_path / "t.json", {"proxy": ["sleep", "1000"],
+                                                                    "ttl": {"id": "ttl:{{id}}", "ttl": 200}}))
+        denied = fault_of(server.rpc.meshx.start, "web")
+        assert denied.faultString.startswith("CONSUL_ERROR: 403 Permission denied")
+        before = len(agent.request_log)
+        server.rpc.meshx.start({"name": "web", "token_file": str(web_token_file)})
+        wait_for(lambda: agent.count_requests("PUT", "/v1/agent/check/update/ttl:web-node1") >= 2)
+        for request in agent.request_log[before:]:
+            if "web-node1" in request.path and request.method == "PUT":
+                assert request.headers.get("X-Consul-Token") == web_token, request
+        env = environment_of(server.rpc.meshx.info("web-node1")["pid"])
+        assert env["CONSUL_HTTP_TOKEN_FILE"] == str(web_token_file) and "CONSUL_HTTP_TOKEN" not in env
+        server.rpc.meshx.stop("web-node1")
+        deregister = [r for r in agent.request_log[before:] if r.path == "/v1/agent/service/deregister/web-node1"]
+        assert deregister and all(r.headers.get("X-Consul-Token") == web_token for r in deregister)
+        state = open(os.path.join(server.dir, "supervisord.meshx.json")).read()
+        for secret in (plugin_token, web_token):
+            assert secret not in server.log() and secret not in state
+
+
+def test_a_token_file_that_holds_no_token_is_refused(mesh, consul_double):
+    server = mesh(consul_double)
+    fault = fault_of(server.rpc.meshx.start, {"name": "web", "token_file": "/etc/passwd"})
+    assert fault.faultString == ("BAD_ARGUMENTS: the token file /etc/passwd holds no token "
+                                 "(one line, at most 512 printable characters)")
+    assert "root:" not in server.log()
+
+
+def _write(path, value):
+    path.write_text(json.dumps(value))
+    return str(path)
