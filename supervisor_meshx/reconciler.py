@@ -68,7 +68,7 @@ class Reconciler:
         self._stale = set()  # ids whose registration must be sent again whatever it looks like
         self._failures = {}
         self._stopped = False
-        self._agent_ids = set()  # the agent's service ids, as of the last periodic pass
+        self._listing = None  # a future of the agent's services, shared by the starts waiting for it
 
     def stop(self):
         self._stopped = True
@@ -175,10 +175,16 @@ class Reconciler:
                 and (not record.placeholder or record.listener is not None))
 
     def case_variant(self, service_id):
-        """An id known here or to the agent that differs from ``service_id`` only in case, or None.
-        ``consul connect proxy -sidecar-for`` matches ids case-insensitively."""
+        """Steps: an id known here or to the agent that differs from ``service_id`` only in case,
+        or None.  ``consul connect proxy -sidecar-for`` matches ids case-insensitively.  The
+        agent's ids come from one listing, shared by the starts that wait for it at the same time
+        (a startMany), never from one made before the call."""
+        listing = self._listing
+        if listing is None or listing.done():
+            listing = self._listing = self.consul(self.agent.services)
+        agent_ids = yield listing
         folded = service_id.lower()
-        for known in list(self.records) + list(self._agent_ids):
+        for known in list(self.records) + list(agent_ids):
             if known.lower() == folded and known != service_id:
                 return known
         return None
@@ -234,7 +240,6 @@ class Reconciler:
     def periodic_pass(self):
         """Steps: one agent call for all services; reconcile what differs, collect what is ours and unwanted."""
         services = yield self.consul(self.agent.services)
-        self._agent_ids = set(services)
         wanted = set()
         for service_id, record in list(self.records.items()):
             wanted.update((service_id, record.sidecar_id))

@@ -110,7 +110,7 @@ class MeshServices:
         if record is not None:
             return (yield from self._already_started(record, timeout))
 
-        variant = self._reconciler.case_variant(service_id)
+        variant = yield from self._reconciler.case_variant(service_id)
         if variant:
             raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
                              "(Consul's proxies would take one for the other)" % (service_id, variant))

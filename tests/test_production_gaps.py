@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from consul_fixtures import *  # noqa: F401,F403
 from supervisor_meshx.testing.consul_double import ConsulDouble
@@ -73,6 +74,10 @@ def test_an_id_differing_only_in_case_is_refused(mesh, consul_double):
     fault = fault_of(server.rpc.meshx.start, {"name": "web", "id": "Web-Node1"})
     assert fault.faultString.startswith("BAD_NAME: Web-Node1 differs only in case from web-node1")
     assert "Web-Node1" not in agent_services(consul_double)
+    requests.put(consul_double.url + "/v1/agent/service/register", json={"Name": "db", "ID": "DB-node1"},
+                 timeout=5)  # someone else's, just now
+    fault = fault_of(server.rpc.meshx.start, "db")
+    assert fault.faultString.startswith("BAD_NAME: db-node1 differs only in case from DB-node1")
 
 
 def _script(path, body):
