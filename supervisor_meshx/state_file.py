@@ -50,7 +50,9 @@ class StateFile:
         self._log = log
         self._lock = threading.Lock()
         self._next = None  # future of the snapshot still to be taken
-        self._pending = None  # (state, futures) to write
+        self._pending = None  # (state, sequence number, futures) to write
+        self._taken = 0  # sequence number of the newest snapshot taken
+        self._written = 0  # ... and of the newest on disk: an older one never overwrites it
         self._writing = False
         self._failing = False
         self._retry_delay = RETRY_FIRST
@@ -88,8 +90,9 @@ class StateFile:
     def flush(self):
         """Write the current state now, on the calling (main) thread; used at shutdown."""
         self._next = None
+        self._taken += 1
         try:
-            self._write(json.dumps(self._snapshot(), sort_keys=True))
+            self._write(json.dumps(self._snapshot(), sort_keys=True), self._taken)
         except OSError as exc:
             self._log("meshx: cannot write state file %s: %s" % (self.path, exc))
 
@@ -98,9 +101,10 @@ class StateFile:
         if future is None:
             return
         state = self._snapshot()
+        self._taken += 1
         with self._lock:
-            futures = (self._pending[1] if self._pending else []) + [future]
-            self._pending = (state, futures)
+            futures = (self._pending[2] if self._pending else []) + [future]
+            self._pending = (state, self._taken, futures)
             if self._writing:
                 return
             self._writing = True
@@ -113,11 +117,11 @@ class StateFile:
                 if pending is None:
                     self._writing = False
                     return
-            state, futures = pending
+            state, sequence, futures = pending
             try:
-                self._write(json.dumps(state, sort_keys=True))
+                self._write(json.dumps(state, sort_keys=True), sequence)
             except OSError as exc:
-                self._failed(state, exc)
+                self._failed(state, sequence, exc)
                 for future in futures:
                     future.set_exception(MeshxFault("FAILED", "cannot write state file %s: %s" % (self.path, exc)))
                 return
@@ -128,13 +132,13 @@ class StateFile:
             for future in futures:
                 future.set_result(True)
 
-    def _failed(self, state, exc):
+    def _failed(self, state, sequence, exc):
         if not self._failing:
             self._failing = True
             self._log("meshx: cannot write state file %s: %s; retrying until it can" % (self.path, exc))
         with self._lock:
             if self._pending is None:
-                self._pending = (state, [])
+                self._pending = (state, sequence, [])
             self._writing = False
         delay, self._retry_delay = self._retry_delay, min(RETRY_MAX, self._retry_delay * 2)
         self._loop.call_later(delay, self._retry)
@@ -146,9 +150,11 @@ class StateFile:
             self._writing = True
         self._loop.submit(self._write_pending)
 
-    def _write(self, text):
+    def _write(self, text, sequence):
         with self._write_lock:
-            self._write_file(text)
+            if sequence > self._written:  # a worker may come with an older snapshot after flush()
+                self._write_file(text)
+                self._written = sequence
 
     def _write_file(self, text):
         directory = os.path.dirname(os.path.abspath(self.path))
