@@ -6,6 +6,7 @@ lists the commands a proxy may be, separated by commas: each is a program
 (an absolute path, or a name looked up on PATH) optionally followed by the
 leading arguments it is pinned to (``consul connect`` allows ``consul
 connect proxy ...`` and ``consul connect envoy ...``, not ``consul lock``).
+A value without commas is a plain list of programs (``consul envoy``).
 A command's program is resolved the same way and compared by real path (so
 a symlink and its target are the same program).  The command runs the real
 path that was checked, and ``allows`` checks it again at every spawn, so
@@ -22,7 +23,12 @@ class CommandNotAllowed(Exception):
 
 
 def parse(text):
-    """The entries of a ``proxy_executables`` value: tuples (program, pinned args...)."""
+    """The entries of a ``proxy_executables`` value: tuples (program, pinned args...).
+
+    Entries are separated by commas (or lines); a value with neither is a plain list of
+    programs separated by spaces, as it was before entries could pin arguments."""
+    if "," not in text and "\n" not in text.strip():
+        return tuple((program,) for program in text.split())
     return tuple(tuple(part.split()) for part in text.replace("\n", ",").split(",") if part.split())
 
 

@@ -215,3 +215,10 @@ def test_a_token_file_that_holds_no_token_is_refused(mesh, consul_double):
 def _write(path, value):
     path.write_text(json.dumps(value))
     return str(path)
+
+
+def test_proxy_executables_entries():
+    from supervisor_meshx.executables import parse
+    assert parse("consul connect, envoy") == (("consul", "connect"), ("envoy",))
+    assert parse("consul envoy") == (("consul",), ("envoy",))  # no commas: programs, as before pinning
+    assert parse("sleep,\n  /opt/bin/proxy -x") == (("sleep",), ("/opt/bin/proxy", "-x"))
