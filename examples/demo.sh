@@ -2,7 +2,8 @@
 # supervisor-meshx demo: installs the project into .venv, starts a Consul agent
 # (a real `consul agent -dev` if consul is on PATH, else the package's Consul
 # double) and supervisord with the plugin, then drives it with supervisorctl.
-# Exits non-zero if any step fails; leaves no process behind.
+# Exits non-zero if any step fails; leaves no process behind.  MESHX_DEMO_PORT_RANGE and
+# MESHX_DEMO_SIDECAR_PORT_RANGE (LOW-HIGH) move its ports, e.g. for two demos side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -86,7 +87,8 @@ node_name = demo
 service_template = $WORK/template.json
 proxy_executables = $EXECUTABLES
 proxy_environment = CONSUL_HTTP_ADDR="127.0.0.1:$CONSUL_PORT"
-port_range = 20000-20999
+port_range = ${MESHX_DEMO_PORT_RANGE:-20000-20999}
+sidecar_port_range = ${MESHX_DEMO_SIDECAR_PORT_RANGE:-21000-21999}
 
 [ctlplugin:meshx]
 supervisor.ctl_factory = supervisor_meshx.controllerplugin:make_meshx_controllerplugin

@@ -4,15 +4,20 @@ import json
 import os
 import subprocess
 
-from supervisor_meshx.config import Settings
 from supervisor_meshx import templates
+from supervisor_meshx.config import Settings
+from supervisord_harness import free_port_range
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
 def test_the_demo_runs_end_to_end():
+    # ranges of its own: another demo (a second copy of the suite) may run beside it
+    endpoints = free_port_range(20)
+    sidecars = free_port_range(20, avoid=endpoints)
+    env = dict(os.environ, MESHX_DEMO_PORT_RANGE="%d-%d" % endpoints, MESHX_DEMO_SIDECAR_PORT_RANGE="%d-%d" % sidecars)
     result = subprocess.run(["bash", os.path.join(EXAMPLES, "demo.sh")],
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "hello from web" in result.stdout
     assert "restarts: 1" in result.stdout
