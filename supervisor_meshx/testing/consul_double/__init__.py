@@ -17,7 +17,8 @@ why the plugin refuses ids that differ only in case.
 """
 
 from .agent_state import AgentState
+from .cluster import ConsulCluster
 from .double import ConsulDouble
 from .request_log import LoggedRequest
 
-__all__ = ["AgentState", "ConsulDouble", "LoggedRequest"]
+__all__ = ["AgentState", "ConsulCluster", "ConsulDouble", "LoggedRequest"]

@@ -5,6 +5,7 @@ import ipaddress
 import json
 import threading
 import time
+import uuid
 
 from .check_runners import Prober, TtlTimer, http_probe, tcp_probe
 from .checks import (CRITICAL, DEFAULT_MAINTENANCE_REASON, MAINTENANCE, MAINTENANCE_CHECK_PREFIX,
@@ -38,8 +39,11 @@ class LocalService:
 class AgentState:
     """Services and checks of the local agent. Every method is atomic under one lock."""
 
-    def __init__(self, node_name, datacenter, sidecar_port_range):
+    def __init__(self, node_name, datacenter, sidecar_port_range, address, catalog):
         self.node_name = node_name
+        self.node_id = str(uuid.uuid4())
+        self.address = address
+        self.catalog = catalog  # where anti-entropy syncs this agent's services and checks
         self.datacenter = datacenter
         self.sidecar_port_range = sidecar_port_range
         self.changed = threading.Condition(threading.RLock())
@@ -268,7 +272,12 @@ class AgentState:
 
     def _changed(self):
         self._refresh_aliases()
+        self.sync_catalog()
         self.changed.notify_all()
+
+    def sync_catalog(self):
+        with self.lock:
+            self.catalog.sync(self.node_name, self.services, self.checks)
 
     def _refresh_aliases(self):
         # checks indexed by service once per refresh, not scanned per alias check:

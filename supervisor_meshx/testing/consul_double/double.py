@@ -6,6 +6,7 @@ import time
 
 from .acl import AclPolicy
 from .agent_state import AgentState
+from .catalog import Catalog
 from .api import AgentAPI
 from .endpoints.agent_services import with_content_hash
 from .error_injection import ErrorInjection
@@ -23,8 +24,12 @@ class ConsulDouble:
     is_double = True
 
     def __init__(self, port=0, node_name="node1", datacenter="dc1", acl_default_policy=None, acl_tokens=None,
-                 sidecar_port_range=(21000, 21255)):
+                 sidecar_port_range=(21000, 21255), address="127.0.0.1", catalog=None):
+        """``address``: the HTTP bind address and the node's address in the catalog.  ``catalog``: the one
+        shared with the other agents of a cluster (see ConsulCluster); by default a catalog of its own."""
         self._port = port
+        self.node_name = node_name
+        self.address = address
         self.latency = 0.0  # seconds before each request is handled
         self.reply_latency = 0.0  # seconds between handling a request and answering it (a slow network)
         self._not_ready_until = 0.0
@@ -32,9 +37,10 @@ class ConsulDouble:
         self.request_log = []
         self._log_lock = threading.Lock()
         self._injections = []
-        self._state = AgentState(node_name, datacenter, tuple(sidecar_port_range or (0, 0)))
+        self._catalog = Catalog() if catalog is None else catalog
+        self._state = AgentState(node_name, datacenter, tuple(sidecar_port_range or (0, 0)), address, self._catalog)
         self._acl = AclPolicy(acl_default_policy, acl_tokens)
-        self._api = AgentAPI(self._state, self._acl, ServiceBuilder(datacenter), lambda: self._port,
+        self._api = AgentAPI(self._state, self._catalog, self._acl, ServiceBuilder(datacenter), lambda: self._port,
                              lambda: self._server is not None)
         self._router = Router(self._api.routes())
         self._server = None
@@ -46,7 +52,7 @@ class ConsulDouble:
     def start(self):
         if self._server is not None:
             return self
-        self._server = Server(("127.0.0.1", self._port), Handler, self)
+        self._server = Server((self.address, self._port), Handler, self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="consul-double-%d" % self._port, daemon=True)
@@ -54,6 +60,8 @@ class ConsulDouble:
         self._reaper_stop = threading.Event()
         threading.Thread(target=self._reap, args=(self._reaper_stop,), daemon=True,
                          name="consul-double-reaper").start()
+        self._catalog.join(self.node_name, self._state.node_id, self.address, self._state.datacenter)
+        self._state.sync_catalog()
         return self
 
     def stop(self):
@@ -61,12 +69,14 @@ class ConsulDouble:
         if server is None:
             return
         self._reaper_stop.set()
+        self._catalog.fail(self.node_name)  # like an agent that died: serfHealth critical, entries kept
         server.shutdown()
         server.server_close()
         server.drop_connections()
         self._thread.join(5)
-        with self._state.changed:
-            self._state.changed.notify_all()
+        for condition in (self._state.changed, self._catalog.changed):
+            with condition:
+                condition.notify_all()
 
     def wipe(self):
         self._state.wipe()
@@ -87,7 +97,7 @@ class ConsulDouble:
 
     @property
     def http_addr(self):
-        return "127.0.0.1:%d" % self._port
+        return "%s:%d" % (self.address, self._port)
 
     @property
     def url(self):

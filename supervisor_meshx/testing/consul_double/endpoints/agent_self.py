@@ -18,7 +18,7 @@ class AgentSelfEndpoint(Endpoints):
             counts = (len(state.services), len(state.checks))
         return json_response(request, {
             "Config": {"Datacenter": state.datacenter, "PrimaryDatacenter": state.datacenter,
-                       "NodeName": state.node_name, "NodeID": self.node_id, "Revision": "double",
+                       "NodeName": state.node_name, "NodeID": self.state.node_id, "Revision": "double",
                        "Server": True, "Version": VERSION, "BuildDate": "2024-10-14T00:00:00Z"},
             "DebugConfig": {"ACLsEnabled": self.acl.enabled, "ACLResolverSettings": {
                 "ACLDefaultPolicy": self.acl.header_value}, "ConnectEnabled": True,
@@ -27,9 +27,9 @@ class AgentSelfEndpoint(Endpoints):
                 "GRPCPort": -1, "GRPCTLSPort": -1, "EnableRemoteScriptChecks": False,
                 "CheckOutputMaxSize": OUTPUT_MAX_SIZE},
             "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
-            "Member": {"Name": state.node_name, "Addr": "127.0.0.1", "Port": 8301,
+            "Member": {"Name": state.node_name, "Addr": state.address, "Port": 8301,
                        "Tags": {"dc": state.datacenter, "role": "consul", "build": VERSION + ":double",
-                                "id": self.node_id, "port": "8300", "vsn": "2", "vsn_max": "3", "vsn_min": "2"},
+                                "id": self.state.node_id, "port": "8300", "vsn": "2", "vsn_max": "3", "vsn_min": "2"},
                        "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
                        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4},
             "Stats": {"agent": {"check_monitors": "0", "check_ttls": str(ttl_checks), "checks": str(counts[1]),

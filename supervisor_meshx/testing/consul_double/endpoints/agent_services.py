@@ -7,6 +7,7 @@ import time
 from ..checks import check_types
 from ..errors import HTTPError, bad_request
 from ..go_json import sorted_keys
+from ..go_strconv import parse_bool
 from ..request_bodies import SERVICE_DEFINITION
 from ..routing import Response, json_response
 from ..validation import multierror, validate_meta, validate_node_service, validate_weights
@@ -91,7 +92,7 @@ class AgentServiceEndpoints(Endpoints):
             raise bad_request("Missing service ID")
         if not request.has("enable"):
             raise bad_request("Missing value for enable")
-        enable = go_parse_bool(request.query["enable"])
+        enable = parse_bool(request.query["enable"])
         if enable is None:
             raise bad_request("Invalid value for enable: %s" % json.dumps(request.query["enable"]))
         principal = self.acl.resolve(request.token)
@@ -138,11 +139,3 @@ def with_content_hash(view, content_hash):
         if key == "EnableTagOverride":
             out["ContentHash"] = content_hash
     return out
-
-
-def go_parse_bool(text):
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if text in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    return None

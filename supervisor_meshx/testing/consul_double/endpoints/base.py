@@ -1,7 +1,8 @@
-"""What every endpoint group shares: the agent's state and ACLs, body decoding, ?wait, ?filter and the
-ACL-filtered header."""
+"""What every endpoint group shares: the agent's state, the catalog and ACLs, body decoding, ?wait, ?filter,
+blocking queries and the ACL-filtered header."""
 
-import uuid
+import random
+import time
 
 from ..errors import HTTPError, bad_request
 from ..filter_expressions import Filter, FilterError
@@ -12,14 +13,14 @@ from ..go_json import DecodeError, GoJSONDecoder
 class Endpoints:
     """Base of the endpoint groups AgentAPI is made of."""
 
-    def __init__(self, state, acl, builder, http_port, serving):
+    def __init__(self, state, catalog, acl, builder, http_port, serving):
         self.serving = serving  # False once the agent is stopped: blocking queries give up
         self.state = state
+        self.catalog = catalog
         self.acl = acl
         self.builder = builder
         self.decoder = GoJSONDecoder()
         self.http_port = http_port
-        self.node_id = str(uuid.uuid4())
 
     def _decode(self, request, struct):
         try:
@@ -49,3 +50,28 @@ class Endpoints:
         if dropped and request.token and self.acl.enabled:
             return {"X-Consul-Results-Filtered-By-ACLs": "true"}
         return {}
+
+    def _blocking_query(self, request, current_index):
+        """?index=N&wait=D (catalog and health endpoints): wait until current_index() passes N, then the
+        X-Consul-* query headers for the index the answer is read at."""
+        min_index = self._index(request)
+        if min_index > 0:
+            wait = self._wait(request)
+            wait += random.uniform(0, wait / 16)  # Consul's jitter
+            self.catalog.wait_past(current_index, min_index, time.monotonic() + wait, self.serving)
+        return {"X-Consul-Index": str(current_index()), "X-Consul-KnownLeader": "true",
+                "X-Consul-LastContact": "0"}
+
+    @staticmethod
+    def _index(request):
+        text = request.query.get("index", "")
+        if not text:
+            return 0
+        if not text.isdigit():
+            raise bad_request("Invalid index")
+        return int(text)
+
+    def _can_read_instance(self, principal, node, service_name):
+        """What Consul's ACL filter asks of a catalog or health result: node:read and service:read."""
+        return (self.acl.allowed(principal, "node", "read", node.name)
+                and self.acl.allowed(principal, "service", "read", service_name))
