@@ -268,7 +268,7 @@ class AgentState:
                         and now - check.critical_since >= max(limit, 60 * SECOND) / SECOND):
                     self.remove_service(check.service_id)
 
-    # -- alias checks ---------------------------------------------------------------------------------------
+    # -- after every change: alias checks, the catalog sync, waiters ------------------------------------------
 
     def _changed(self):
         self._refresh_aliases()
