@@ -2,7 +2,7 @@
 
 python-consul2 wraps few of the endpoints a mesh needs (no sidecar
 registration, no health by id, no check update), so every call goes through
-its HTTP transport and this module reads the status codes itself: 404s
+a python-consul2 HTTP transport (consul_transport: TCP, TLS or a unix socket) and this module reads the status codes itself: 404s
 become None/False instead of python-consul2's silent False, and every other
 non-200 answer raises ``ConsulError`` with the agent's status and message.
 The ACL token is sent in the ``X-Consul-Token`` header and never appears in
@@ -12,11 +12,8 @@ import json
 import threading
 import time
 
-import requests
-from consul.std import HTTPClient
-
 from supervisor_meshx.consul_connection import read_token_file
-
+from supervisor_meshx.consul_transport import ConsulTransport, TransportError
 
 
 class ConsulUnavailable(Exception):
@@ -47,12 +44,11 @@ class ConsulAgent:
         self._lock = threading.Lock()
 
     def _http(self):
-        # requests sessions are not safe to share between threads
+        # a connection is not safe to share between threads
         http = getattr(self._local, "http", None)
         if http is None:
             c = self._connection
-            http = HTTPClient(c.host, c.port, c.scheme, c.verify, c.cert, self._timeout)
-            http.session.trust_env = False  # no HTTP_PROXY detour to a loopback agent
+            http = ConsulTransport(c.host, c.port, c.scheme, c.verify, c.cert, self._timeout)
             self._local.http = http
             with self._lock:
                 self._clients.append(http)
@@ -68,33 +64,38 @@ class ConsulAgent:
         with self._lock:
             clients, self._clients = self._clients, []
         for http in clients:
-            http.session.close()
+            http.close()
 
     def _request(self, method, path, params=None, body=None, token_file=None):
         """``token_file``: a service's own token (else the plugin's)."""
-        headers = {}
+        return self._exchange([(method, path, params, body, token_file)])[0]
+
+    def _exchange(self, calls):
+        """Answers to ``calls`` [(method, path, params, body, token_file)], sent pipelined."""
+        http = self._http()
+        requests = [http.request(method, path, params, "" if body is None and method != "GET" else body,
+                                 self._headers(token_file))
+                    for method, path, params, body, token_file in calls]
+        started = time.monotonic()
+        try:
+            answers = http.exchange(requests)
+        except TransportError as exc:
+            self._on_call("unavailable", time.monotonic() - started)
+            raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
+                                    % (self._connection.address, type(exc).__name__))
+        each = (time.monotonic() - started) / len(answers)
+        for answer in answers:
+            self._on_call("ok" if answer.code in (200, 404, 429, 503) else "error", each)
+        return answers
+
+    def _headers(self, token_file):
         if token_file:
             token, self._local.token_error = read_token_file(token_file)
         else:
             token = self._connection.token()
             self._note_token_error(self._connection.token_error)
             self._local.token_error = self._connection.token_error
-        if token:
-            headers["X-Consul-Token"] = token
-        http = self._http()
-        started = time.monotonic()
-        try:
-            if method == "GET":
-                response = http.get(lambda r: r, path, params=params, headers=headers)
-            else:
-                data = "" if body is None else json.dumps(body)
-                response = http.put(lambda r: r, path, params=params, data=data, headers=headers)
-        except requests.RequestException as exc:
-            self._on_call("unavailable", time.monotonic() - started)
-            raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
-                                    % (self._connection.address, type(exc).__name__))
-        self._on_call("ok" if response.code in (200, 404, 429, 503) else "error", time.monotonic() - started)
-        return response
+        return {"X-Consul-Token": token} if token else {}
 
     def _note_token_error(self, error):
         with self._lock:
@@ -135,9 +136,11 @@ class ConsulAgent:
         return self._ok(self._request("PUT", "/v1/agent/service/maintenance/" + _segment(service_id),
                                       params=params, token_file=token_file), allow_404=True)
 
-    def services(self):
-        """Every service the agent has, by id (one call: the reconciler's periodic pass)."""
-        response = self._request("GET", "/v1/agent/services")
+    def services(self, filter_expression=None):
+        """Every service the agent has, by id (one call: the reconciler's periodic pass); with
+        ``filter_expression`` (Consul's filter language) only those it selects."""
+        params = [("filter", filter_expression)] if filter_expression else None
+        response = self._request("GET", "/v1/agent/services", params=params)
         self._ok(response)
         services = json.loads(response.body)
         if not isinstance(services, dict):
@@ -153,11 +156,21 @@ class ConsulAgent:
         self._ok(response, allow_404=True)
         return None
 
-    def update_check(self, check_id, status, output, token_file=None):
-        """Set a TTL check's status; False if the agent has no such check."""
-        return self._ok(self._request("PUT", "/v1/agent/check/update/" + _segment(check_id),
-                                      body={"Status": status, "Output": output}, token_file=token_file),
-                        allow_404=True)
+    def update_checks(self, updates):
+        """Set TTL checks' statuses, all in one pipelined exchange: ``updates`` are
+        (check_id, status, output, token_file); one result each: None, a LookupError
+        (the agent has no such check) or a ConsulError.  ConsulUnavailable for all."""
+        answers = self._exchange([("PUT", "/v1/agent/check/update/" + _segment(check_id), None,
+                                   {"Status": status, "Output": output}, token_file)
+                                  for check_id, status, output, token_file in updates])
+        results = []
+        for (check_id, _status, _output, _token_file), answer in zip(updates, answers):
+            try:
+                found = self._ok(answer, allow_404=True)
+                results.append(None if found else LookupError("Consul has no check %s" % check_id))
+            except ConsulError as exc:
+                results.append(exc)
+        return results
 
 
 def _segment(value):

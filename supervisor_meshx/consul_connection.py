@@ -1,6 +1,7 @@
 """How to reach the local Consul agent: address, TLS files and ACL token.
 
-Defaults follow the ``consul`` CLI: ``CONSUL_HTTP_ADDR``,
+The address is TCP (``host:port``, ``http(s)://host:port``) or a unix socket
+(``unix:///path/to/consul.sock``).  Defaults follow the ``consul`` CLI: ``CONSUL_HTTP_ADDR``,
 ``CONSUL_HTTP_TOKEN`` and ``CONSUL_HTTP_TOKEN_FILE`` from supervisord's
 environment, else ``http://127.0.0.1:8500`` and no token.
 """
@@ -8,19 +9,26 @@ import os
 import re
 
 _ADDRESS = re.compile(r"(?:(?P<scheme>https?)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(?P<port>\d{1,5})/?\Z")
+_UNIX_ADDRESS = re.compile(r"unix://(?P<path>/[^\x00-\x1f\x7f]{1,106})\Z")  # sun_path holds 107 bytes and a NUL
 
 
 class ConsulConnection:
     def __init__(self, address, token="", token_file="", cacert="", client_cert="", client_key=""):
-        match = _ADDRESS.match(address.strip())
-        if not match or not 0 < int(match.group("port")) < 65536:
+        address = address.strip()
+        unix = _UNIX_ADDRESS.match(address)
+        match = _ADDRESS.match(address)
+        if unix and len(unix.group("path").encode()) <= 106:
+            self.scheme, self.host, self.port = "unix", unix.group("path"), 0
+            self.address = address
+        elif match and 0 < int(match.group("port")) < 65536:
+            self.scheme = match.group("scheme") or "http"
+            self.host = match.group("host")
+            self.port = int(match.group("port"))
+            self.address = "%s://%s:%d" % (self.scheme, self.host, self.port)
+        else:
             # not the value itself: a user:password@ part would end up in the log
-            raise ValueError("consul_http_addr must be host:port or http(s)://host:port "
-                             "(no user:password@, no path)")
-        self.scheme = match.group("scheme") or "http"
-        self.host = match.group("host")
-        self.port = int(match.group("port"))
-        self.address = "%s://%s:%d" % (self.scheme, self.host, self.port)
+            raise ValueError("consul_http_addr must be host:port, http(s)://host:port (no user:password@, "
+                             "no path) or unix:///absolute/path/to/consul.sock (at most 106 bytes)")
         self.verify = cacert or True
         self.cert = (client_cert, client_key) if client_cert and client_key else (client_cert or None)
         self._token = token

@@ -19,15 +19,21 @@ WORKERS = 16  # threads for Consul calls, state writes and orphan checks
 
 
 class _WakePipe:
-    """A dispatcher in supervisord's socket map; reading it runs queued calls."""
+    """A dispatcher in supervisord's socket map; reading it runs queued calls.
 
-    def __init__(self, on_wake):
+    supervisord asks every dispatcher ``readable()`` once per pass of its loop,
+    before it polls: that is where the calls that may wait for the next pass run.
+    """
+
+    def __init__(self, on_wake, on_pass):
         self._on_wake = on_wake
+        self._on_pass = on_pass
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
 
     def readable(self):
+        self._on_pass()
         return True
 
     def writable(self):
@@ -65,7 +71,10 @@ class MainLoop:
     """Runs work off supervisord's loop and brings results back onto it.
 
     ``submit`` runs a function on a worker thread; ``call_soon`` (any thread)
-    and ``call_later`` (any thread) queue a function for the main thread.
+    and ``call_later`` (any thread) queue a function for the main thread;
+    ``call_on_next_pass`` (any thread) too, without waking the loop: every wake
+    costs supervisord a pass over all its processes, and it passes at least
+    once a second anyway.
     The pipe is attached when supervisord starts running and detached when it
     stops or reloads, because a reload closes every inherited descriptor.
     """
@@ -74,6 +83,7 @@ class MainLoop:
         self._log_error = log_error
         self._executor, self._timers = _process_wide()
         self._calls = queue.SimpleQueue()
+        self._next_pass_calls = queue.SimpleQueue()
         self._pipe = None
         self._lock = threading.Lock()
         self.pollers = set()  # main-thread checks re-run after every wake (see tasks.Wait)
@@ -81,7 +91,7 @@ class MainLoop:
     def attach(self):
         with self._lock:
             if self._pipe is None:
-                self._pipe = _WakePipe(self.run_pending)
+                self._pipe = _WakePipe(self.run_pending, self._run_next_pass_calls)
                 asyncore.socket_map[self._pipe.read_fd] = self._pipe
         self.wake()
 
@@ -97,14 +107,19 @@ class MainLoop:
         if pipe is not None:
             pipe.wake()
 
-    def submit(self, fn, *args):
+    def submit(self, fn, *args, wake=True):
+        """A future of ``fn(*args)`` run on a worker thread; ``wake``: wake the loop when it is done."""
         future = self._executor.submit(fn, *args)
-        future.add_done_callback(lambda _f: self.wake())
+        if wake:
+            future.add_done_callback(lambda _f: self.wake())
         return future
 
     def call_soon(self, fn):
         self._calls.put(fn)
         self.wake()
+
+    def call_on_next_pass(self, fn):
+        self._next_pass_calls.put(fn)
 
     def call_later(self, delay, fn):
         self._timers.add(delay, lambda: self.call_soon(fn))
@@ -119,6 +134,14 @@ class MainLoop:
             self._run(fn)
         for poll in list(self.pollers):
             self._run(poll)
+
+    def _run_next_pass_calls(self):
+        while True:
+            try:
+                fn = self._next_pass_calls.get_nowait()
+            except queue.Empty:
+                return
+            self._run(fn)
 
     def _run(self, fn):
         try:

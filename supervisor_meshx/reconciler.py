@@ -88,14 +88,16 @@ class Reconciler:
 
     # -- converging one service (its lock held) ---------------------------
 
-    def converge(self, record, deadline=0.0, repair=False):
+    def converge(self, record, deadline=0.0, repair=False, observed=None):
         """Steps: make the world match ``record``; a fault if it can't yet
         (a background retry is then scheduled).  An agent that is not ready
         yet is asked again until ``deadline`` (time.monotonic()).  ``repair``:
-        not after a change of the desired state (counted in the metrics)."""
+        not after a change of the desired state (counted in the metrics).
+        ``observed``: the agent's (service, sidecar) as ``observe`` read them
+        during this call, else they are read now."""
         try:
             if record.present:
-                yield from self._converge_present(record, deadline, repair)
+                yield from self._converge_present(record, deadline, repair, observed)
             else:
                 yield from self._remove(record)
         except MeshxFault:
@@ -103,12 +105,18 @@ class Reconciler:
             raise
         self._failures.pop(record.service_id, None)
 
-    def _converge_present(self, record, deadline, repair):
-        token_file = record.token_file
-        parent = yield self.consul(self.agent.service, record.service_id, token_file=token_file)
-        sidecar = None
-        if registration.sidecar_of(record.registration) is not None:
-            sidecar = yield self.consul(self.agent.service, record.sidecar_id, token_file=token_file)
+    def observe(self, service_id, token_file=None):
+        """A future of the agent's (service, sidecar) definitions (None for one it lacks), read
+        together on one worker: one trip off the main loop instead of two."""
+        def read():
+            return (self.agent.service(service_id, token_file=token_file),
+                    self.agent.service(service_id + "-sidecar-proxy", token_file=token_file))
+        return self.consul(read)
+
+    def _converge_present(self, record, deadline, repair, observed):
+        parent, sidecar = observed or (yield self.observe(record.service_id, record.token_file))
+        if registration.sidecar_of(record.registration) is None:
+            sidecar = None
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.registration, parent, sidecar):
             yield from self._register(record, deadline)
@@ -121,7 +129,7 @@ class Reconciler:
             record.registered, record.deregistered = True, False
             if record.maintenance is not None:  # a registration comes without it
                 yield self.consul(self.agent.maintenance, record.service_id, True, record.maintenance,
-                                  token_file=token_file)
+                                  token_file=record.token_file)
             self._ttl.send_soon(record.service_id)
             self._save()
         self._run(record)
@@ -177,17 +185,33 @@ class Reconciler:
     def case_variant(self, service_id):
         """Steps: an id known here or to the agent that differs from ``service_id`` only in case,
         or None.  ``consul connect proxy -sidecar-for`` matches ids case-insensitively.  The
-        agent's ids come from one listing, shared by the starts that wait for it at the same time
-        (a startMany), never from one made before the call."""
+        agent's ids come from a listing made during the call, never before it: the listing of
+        every service that ``list_all`` started (a startMany shares one), else a listing of the
+        ids equal to this one but for case."""
         listing = self._listing
         if listing is None or listing.done():
-            listing = self._listing = self.consul(self.agent.services)
+            listing = self.consul(self._case_variants, service_id)
         agent_ids = yield listing
         folded = service_id.lower()
         for known in list(self.records) + list(agent_ids):
             if known.lower() == folded and known != service_id:
                 return known
         return None
+
+    def list_all(self):
+        """Start one listing of the agent's services for the case checks about to be made."""
+        if self._listing is None or self._listing.done():
+            self._listing = self.consul(self.agent.services)
+
+    def _case_variants(self, service_id):
+        # ids hold only letters, digits, '.' and '-': no character to escape but '.'
+        pattern = "(?i)^%s$" % service_id.replace(".", "[.]")
+        try:
+            return self.agent.services('ID matches "%s"' % pattern)
+        except ConsulError as exc:
+            if exc.status not in (400, 500):  # an agent without this filter: list everything
+                raise
+            return self.agent.services()
 
     # -- in the background ------------------------------------------------
 

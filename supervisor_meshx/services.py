@@ -110,12 +110,13 @@ class MeshServices:
         if record is not None:
             return (yield from self._already_started(record, timeout))
 
+        token_file = self._token_file(params, template)
+        observed = self._reconciler.observe(service_id, token_file)  # read while the listing is read
         variant = yield from self._reconciler.case_variant(service_id)
         if variant:
             raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
                              "(Consul's proxies would take one for the other)" % (service_id, variant))
-        token_file = self._token_file(params, template)
-        existing = yield self.consul(self.agent.service, service_id, token_file=token_file)
+        existing, sidecar = yield observed
         if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
             raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
                              "supervisord (force=true takes it over)" % service_id)
@@ -124,7 +125,8 @@ class MeshServices:
         self.records[service_id] = record
         try:
             yield self.save()
-            yield from self._reconciler.converge(record, time.monotonic() + (timeout or NOT_READY_WAIT_MS) / 1000.0)
+            yield from self._reconciler.converge(record, time.monotonic() + (timeout or NOT_READY_WAIT_MS) / 1000.0,
+                                                 observed=(existing, sidecar))
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
         except Exception as exc:
@@ -148,6 +150,7 @@ class MeshServices:
             raise MeshxFault("BAD_ARGUMENTS", "services must be a list of at most %d" % MAX_BATCH)
         limits.check_size(services, limits.MAX_BATCH_SIZE, "services")
         _checked_template(template)
+        self._reconciler.list_all()  # one listing for all their case checks
         started = [Task(self._loop, self.start(service, template, force, timeout), self._log)
                    for service in services]
         yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 300)

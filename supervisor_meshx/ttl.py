@@ -6,7 +6,7 @@ status set by ``setTtlStatus`` once the proxy runs again.  A proxy state
 change or a new status is sent at once.
 
 The schedule lives on supervisord's main loop (one timer for all services);
-the HTTP calls go out in batches on worker threads.
+the HTTP calls go out in pipelined batches on worker threads.
 """
 import math
 import time
@@ -86,6 +86,7 @@ class TtlKeeper:
             return
         if check.in_flight:
             check.changed_in_flight = True
+            self._loop.wake()  # so that the update in flight is noted (and this one sent) at once
         else:
             check.due = 0.0
             self._schedule(0.0)
@@ -122,10 +123,22 @@ class TtlKeeper:
         # a changed status (a start waits for it) goes alone, not behind regular updates
         urgent = [[entry] for entry in batch if entry[0].due == 0.0]
         regular = [entry for entry in batch if entry[0].due != 0.0]
-        for part in urgent + [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)]:
+        for part in urgent:
             future = self._loop.submit(self._send, [(c.check_id, s, o, c.token_file) for c, s, o in part])
             future.add_done_callback(lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f)))
+        for part in [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)]:
+            future = self._loop.submit(self._send, [(c.check_id, s, o, c.token_file) for c, s, o in part],
+                                       wake=False)
+            future.add_done_callback(lambda f, part=part: self._regular_sent(part, f))
         self._reschedule()
+
+    def _regular_sent(self, part, future):
+        """Worker thread.  Nobody waits for a regular update: its end is noted at the loop's next
+        pass, without a wake, unless a status changed meanwhile (send_soon also wakes the loop)."""
+        if any(check.changed_in_flight for check, _status, _output in part):
+            self._loop.call_soon(lambda: self._sent(part, future))
+        else:
+            self._loop.call_on_next_pass(lambda: self._sent(part, future))
 
     def _reschedule(self):
         waiting = [c for c in self._checks.values() if not c.in_flight]
@@ -180,11 +193,7 @@ class TtlKeeper:
     # -- worker thread ---------------------------------------------------
 
     def _send(self, updates):
-        results = []
-        for check_id, status, output, token_file in updates:
-            try:
-                found = self._agent.update_check(check_id, status, output, token_file=token_file)
-                results.append(None if found else LookupError("Consul has no check %s" % check_id))
-            except Exception as exc:
-                results.append(exc)
-        return results
+        try:
+            return self._agent.update_checks(updates)
+        except Exception as exc:
+            return [exc] * len(updates)

@@ -12,7 +12,7 @@ from .endpoints.agent_services import with_content_hash
 from .error_injection import ErrorInjection
 from .errors import HTTPError
 from .go_json import sorted_keys
-from .http_server import Server, Handler
+from .http_server import Handler, Server, UnixServer
 from .request_log import LoggedRequest
 from .routing import Response, Router, clean_path
 from .service_builder import ServiceBuilder
@@ -24,10 +24,13 @@ class ConsulDouble:
     is_double = True
 
     def __init__(self, port=0, node_name="node1", datacenter="dc1", acl_default_policy=None, acl_tokens=None,
-                 sidecar_port_range=(21000, 21255), address="127.0.0.1", catalog=None):
+                 sidecar_port_range=(21000, 21255), address="127.0.0.1", catalog=None, unix_socket=None):
         """``address``: the HTTP bind address and the node's address in the catalog.  ``catalog``: the one
-        shared with the other agents of a cluster (see ConsulCluster); by default a catalog of its own."""
+        shared with the other agents of a cluster (see ConsulCluster); by default a catalog of its own.
+        ``unix_socket``: a path where the same API is also served (``unix_addr``)."""
         self._port = port
+        self.unix_socket = unix_socket
+        self._unix_server = None
         self.node_name = node_name
         self.address = address
         self.latency = 0.0  # seconds before each request is handled
@@ -57,6 +60,10 @@ class ConsulDouble:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="consul-double-%d" % self._port, daemon=True)
         self._thread.start()
+        if self.unix_socket:
+            self._unix_server = UnixServer(self.unix_socket, Handler, self)
+            threading.Thread(target=self._unix_server.serve_forever, kwargs={"poll_interval": 0.05},
+                             name="consul-double-unix", daemon=True).start()
         self._reaper_stop = threading.Event()
         threading.Thread(target=self._reap, args=(self._reaper_stop,), daemon=True,
                          name="consul-double-reaper").start()
@@ -70,9 +77,11 @@ class ConsulDouble:
             return
         self._reaper_stop.set()
         self._catalog.fail(self.node_name)  # like an agent that died: serfHealth critical, entries kept
-        server.shutdown()
-        server.server_close()
-        server.drop_connections()
+        unix_server, self._unix_server = self._unix_server, None
+        for each in filter(None, (server, unix_server)):
+            each.shutdown()
+            each.server_close()
+            each.drop_connections()
         self._thread.join(5)
         for condition in (self._state.changed, self._catalog.changed):
             with condition:
@@ -103,6 +112,10 @@ class ConsulDouble:
     def url(self):
         return "http://" + self.http_addr
 
+    @property
+    def unix_addr(self):
+        return "unix://" + self.unix_socket if self.unix_socket else None
+
     # -- knobs ----------------------------------------------------------------------------------------------
 
     def inject_errors(self, status, body="injected", count=None, method=None, path_prefix=None):
@@ -116,6 +129,11 @@ class ConsulDouble:
         and registers nothing."""
         self._not_ready_until = time.monotonic() + seconds
         self._not_ready_reason = reason
+
+    def drop_connections(self):
+        """Close every kept-alive client connection, as an agent restart or an idle timeout does."""
+        for server in filter(None, (self._server, self._unix_server)):
+            server.drop_connections()
 
     def clear_errors(self):
         with self._log_lock:

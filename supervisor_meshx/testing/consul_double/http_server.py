@@ -1,7 +1,9 @@
 """The HTTP server: threads, keep-alive connections, and Go net/http's way of answering."""
 
 import gzip
+import os
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,8 @@ class Server(ThreadingHTTPServer):
         ThreadingHTTPServer.__init__(self, address, handler)
 
     def process_request(self, request, client_address):
+        if request.family != socket.AF_UNIX:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Go's net package does
         with self.connections_lock:
             self.connections.add(request)
         ThreadingHTTPServer.process_request(self, request, client_address)
@@ -43,6 +47,24 @@ class Server(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class UnixServer(Server):
+    """The same server on a unix socket (Consul's ``addresses { http = "unix://..." }``)."""
+
+    address_family = socket.AF_UNIX
+
+    def server_bind(self):
+        if os.path.exists(self.server_address) and not os.path.isfile(self.server_address):
+            os.remove(self.server_address)  # a socket left by an earlier run, as Consul removes it
+        socketserver.TCPServer.server_bind(self)  # HTTPServer's would look up a host name
+
+    def server_close(self):
+        Server.server_close(self)
+        try:
+            os.remove(self.server_address)
+        except OSError:
+            pass
 
 
 class Handler(BaseHTTPRequestHandler):
