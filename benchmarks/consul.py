@@ -18,12 +18,15 @@ SIDECAR_PORTS = (21000, 22999)  # the default 21000-21255 holds only 256 sidecar
 class DoubleProcess:
     """Parent side: start the double, turn its knobs, read its request counts."""
 
-    def __init__(self):
+    def __init__(self, unix_socket=False):
+        """``unix_socket``: also serve HTTP on a unix socket (``unix_addr``)."""
         from benchmarks import procs
         import subprocess
         import tempfile
         self._stderr = tempfile.NamedTemporaryFile(prefix="mxb-consul-", suffix=".log", dir="/tmp", delete=False)
-        self._proc = procs.spawn([sys.executable, "-m", "benchmarks.consul"], stdin=subprocess.PIPE,
+        self._socket = self._stderr.name[:-len(".log")] + ".sock" if unix_socket else ""
+        self.unix_addr = "unix://" + self._socket if unix_socket else ""
+        self._proc = procs.spawn([sys.executable, "-m", "benchmarks.consul", self._socket], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
         self._lock = threading.Lock()
         hello = self._read()
@@ -72,6 +75,8 @@ class DoubleProcess:
         with open(self._stderr.name, errors="replace") as f:
             lines = f.read().splitlines()
         os.remove(self._stderr.name)
+        if self._socket and os.path.exists(self._socket):
+            os.remove(self._socket)
         starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
         first = ""
         if starts:
@@ -138,11 +143,12 @@ def _count_expirations():
     return counter
 
 
-def _serve():
+def _serve(unix_socket):
     """Child side: run the double until told to quit or stdin closes."""
     from supervisor_meshx.testing.consul_double import ConsulDouble
     expirations = _count_expirations()
-    double = ConsulDouble(node_name="bench", sidecar_port_range=SIDECAR_PORTS).start()
+    options = {"unix_socket": unix_socket} if unix_socket else {}
+    double = ConsulDouble(node_name="bench", sidecar_port_range=SIDECAR_PORTS, **options).start()
 
     def answer(value):
         sys.stdout.write(json.dumps(value) + "\n")
@@ -179,4 +185,4 @@ def _serve():
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(sys.argv[1] if len(sys.argv) > 1 else "")

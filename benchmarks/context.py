@@ -39,11 +39,13 @@ class Context:
             raise BudgetExceeded("%s needs ~%.0fs, %.0fs of the budget left" % (what, needed_s, self.remaining()))
 
     @contextlib.contextmanager
-    def environment(self, max_processes, extra_config=""):
+    def environment(self, max_processes, extra_config="", unix_socket=False):
+        """``unix_socket``: supervisord reaches the agent over a unix socket (by-hand clients still use TCP)."""
         double = server = None
         try:
-            double = DoubleProcess()
-            server = Supervisord(double.http_addr, max_processes, extra_config).start()
+            double = DoubleProcess(unix_socket)
+            server = Supervisord(double.unix_addr if unix_socket else double.http_addr, max_processes,
+                                 extra_config).start()
             yield double, server
         finally:
             if server is not None:

@@ -156,3 +156,16 @@ def wait_until(predicate, timeout, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise TimeoutError("timed out after %.0fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def start_running(ctx, server, prefix, count, chunk=100):
+    """meshx.startMany of ``prefix``0..count-1 in chunks (timeout=0), then wait until every proxy is RUNNING."""
+    rpc = server.rpc()
+    names = ["%s%d" % (prefix, i) for i in range(count)]
+    for first in range(0, count, chunk):
+        for result in rpc.meshx.startMany(names[first:first + chunk], "", False, 0):
+            if "error" in result or "faultString" in result:
+                raise RuntimeError("startMany: %r" % (result,))
+    wait_until(lambda: all_running(server, "meshx-" + prefix, count), timeout=60 + count * 0.1,
+               what="%d proxies RUNNING" % count)
+    ctx.log("  %d services running" % count)
