@@ -191,11 +191,11 @@ CONF
         wait_http "http://127.0.0.1:$1/hello.txt"
         echo "a tiny HTTP app serves on web's endpoint 127.0.0.1:$1"
     }
-    show_instances() {  # what node2's agent says of web's sidecars (the whole cluster's, passing only)
-        "$PY" - "http://127.0.0.2:$consul_port/v1/health/connect/web?passing" <<'PYEOF'
+    show_instances() {  # what node2's agent says of the sidecars of $1 (default web) on every node, passing only
+        "$PY" - "http://127.0.0.2:$consul_port/v1/health/connect/${1:-web}?passing" "${1:-web}" <<'PYEOF'
 import json, sys, urllib.request
 entries = json.load(urllib.request.urlopen(sys.argv[1], timeout=5))
-print("node2's agent, %d passing instance(s) of web:" % len(entries))
+print("node2's agent, %d passing instance(s) of %s:" % (len(entries), sys.argv[2]))
 for e in entries:
     print("  %s  %s  %s:%d" % (e["Node"]["Node"], e["Service"]["ID"], e["Service"]["Address"] or e["Node"]["Address"],
                               e["Service"]["Port"]))
@@ -220,7 +220,8 @@ PYEOF
     up=$(json2 meshx connect web --proxy api:api-node2 | field '[0]["address"] + ":" + str(v[0]["port"])')
     node2 meshx upstreams api-node2
     wait_get "http://$up/hello.txt" "hello from web"
-    show_instances
+    show_instances api
+    show_instances web
 
     step "From api's side on node2 ($up) to web on node1"
     run "$PY" -c "import urllib.request; print(urllib.request.urlopen('http://$up/hello.txt').read().decode().strip())"
