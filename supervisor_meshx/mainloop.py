@@ -126,19 +126,17 @@ class MainLoop:
 
     def run_pending(self):
         """Run the queued calls, then the pollers; main thread only.  Errors are logged, never raised."""
-        while True:
-            try:
-                fn = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            self._run(fn)
+        self._run_queued(self._calls)
         for poll in list(self.pollers):
             self._run(poll)
 
     def _run_next_pass_calls(self):
+        self._run_queued(self._next_pass_calls)
+
+    def _run_queued(self, calls):
         while True:
             try:
-                fn = self._next_pass_calls.get_nowait()
+                fn = calls.get_nowait()
             except queue.Empty:
                 return
             self._run(fn)
