@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from supervisor.medusa import asyncore_25 as asyncore
 
@@ -74,7 +74,8 @@ class MainLoop:
     and ``call_later`` (any thread) queue a function for the main thread;
     ``call_on_next_pass`` (any thread) too, without waking the loop: every wake
     costs supervisord a pass over all its processes, and it passes at least
-    once a second anyway.
+    once a second anyway; queued during a pass, it runs at that pass's end.
+    ``submit_after`` chains worker jobs without a trip through the loop.
     The pipe is attached when supervisord starts running and detached when it
     stops or reloads, because a reload closes every inherited descriptor.
     """
@@ -114,6 +115,20 @@ class MainLoop:
             future.add_done_callback(lambda _f: self.wake())
         return future
 
+    def submit_after(self, first, fn, *args):
+        """A future of ``fn(*args)`` run on a worker thread once the future ``first`` has
+        succeeded (``first``'s exception if it failed); it wakes the loop when done."""
+        chained = Future()
+
+        def start(done):
+            if done.exception() is not None:
+                chained.set_exception(done.exception())
+            else:
+                self._executor.submit(fn, *args).add_done_callback(_copy_outcome(chained))
+        first.add_done_callback(start)
+        chained.add_done_callback(lambda _f: self.wake())
+        return chained
+
     def call_soon(self, fn):
         self._calls.put(fn)
         self.wake()
@@ -146,6 +161,15 @@ class MainLoop:
             fn()
         except Exception as exc:  # an exception here would kill supervisord
             self._log_error("meshx: internal error in %r: %r" % (fn, exc))
+
+
+def _copy_outcome(target):
+    def copy(source):
+        if source.exception() is not None:
+            target.set_exception(source.exception())
+        else:
+            target.set_result(source.result())
+    return copy
 
 
 _shared = None

@@ -73,8 +73,9 @@ class Reconciler:
     def stop(self):
         self._stopped = True
 
-    def consul(self, method, *args, **kwargs):
-        """A future for an agent call; failures arrive as CONSUL_* faults."""
+    def consul(self, method, *args, after=None, **kwargs):
+        """A future for an agent call; failures arrive as CONSUL_* faults.  ``after``: a
+        future that must succeed first (the call is made on a worker as soon as it has)."""
         def call():
             try:
                 return method(*args, **kwargs)
@@ -84,20 +85,21 @@ class Reconciler:
                 if exc.status == 400:  # only a registration can be refused so
                     raise MeshxFault("BAD_TEMPLATE", "the Consul agent refused the registration: %s" % exc)
                 raise MeshxFault("CONSUL_ERROR", str(exc))
-        return self._loop.submit(call)
+        return self._loop.submit(call) if after is None else self._loop.submit_after(after, call)
 
     # -- converging one service (its lock held) ---------------------------
 
-    def converge(self, record, deadline=0.0, repair=False, observed=None):
+    def converge(self, record, deadline=0.0, repair=False, observed=None, after=None):
         """Steps: make the world match ``record``; a fault if it can't yet
         (a background retry is then scheduled).  An agent that is not ready
         yet is asked again until ``deadline`` (time.monotonic()).  ``repair``:
         not after a change of the desired state (counted in the metrics).
         ``observed``: the agent's (service, sidecar) as ``observe`` read them
-        during this call, else they are read now."""
+        during this call, else they are read now.  ``after``: a future (the save
+        of ``record``) that must succeed before anything changes."""
         try:
             if record.present:
-                yield from self._converge_present(record, deadline, repair, observed)
+                yield from self._converge_present(record, deadline, repair, observed, after)
             else:
                 yield from self._remove(record)
         except MeshxFault:
@@ -113,13 +115,13 @@ class Reconciler:
                     self.agent.service(service_id + "-sidecar-proxy", token_file=token_file))
         return self.consul(read)
 
-    def _converge_present(self, record, deadline, repair, observed):
+    def _converge_present(self, record, deadline, repair, observed, after):
         parent, sidecar = observed or (yield self.observe(record.service_id, record.token_file))
         if registration.sidecar_of(record.registration) is None:
             sidecar = None
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.registration, parent, sidecar):
-            yield from self._register(record, deadline)
+            yield from self._register(record, deadline, after)
             self._stale.discard(record.service_id)
             if parent is None and record.registered and not record.deregistered:
                 record.reregistrations += 1
@@ -132,13 +134,16 @@ class Reconciler:
                                   token_file=record.token_file)
             self._ttl.send_soon(record.service_id)
             self._save()
+        elif after is not None:
+            yield after
         self._run(record)
 
-    def _register(self, record, deadline):
+    def _register(self, record, deadline, after=None):
         pause = 0.1
         while True:
             try:
-                yield self.consul(self.agent.register, record.registration, token_file=record.token_file)
+                yield self.consul(self.agent.register, record.registration, token_file=record.token_file,
+                                  after=after)
                 return
             except MeshxFault as exc:
                 if NOT_READY not in exc.detail or time.monotonic() + pause > deadline:

@@ -124,9 +124,9 @@ class MeshServices:
         record.token_file = token_file
         self.records[service_id] = record
         try:
-            yield self.save()
+            # recorded on disk first; the registration follows the write on a worker, no trip between
             yield from self._reconciler.converge(record, time.monotonic() + (timeout or NOT_READY_WAIT_MS) / 1000.0,
-                                                 observed=(existing, sidecar))
+                                                 observed=(existing, sidecar), after=self.save())
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
         except Exception as exc:

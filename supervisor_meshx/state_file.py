@@ -5,7 +5,7 @@ and crashes lose nothing.
 that is done once it (or a newer state) is on disk: written atomically (a
 temporary file of mode 0600, fsync, rename, fsync of the directory) by a
 worker thread.  All the saves asked for in one pass of the main loop share
-one snapshot and one write.  A failed write is retried with a growing delay
+one snapshot, taken at the end of that pass (no extra wake), and one write.  A failed write is retried with a growing delay
 until it succeeds; the failure and its end are logged once each.
 
 The file is untrusted input: an unreadable file is reported and set aside
@@ -84,7 +84,7 @@ class StateFile:
         (its exception: a FAILED fault if the first attempt failed)."""
         if self._next is None:
             self._next = Future()
-            self._loop.call_soon(self._take_snapshot)
+            self._loop.call_on_next_pass(self._take_snapshot)
         return self._next
 
     def flush(self):

@@ -121,21 +121,25 @@ class Task:
         self._result = result
         self._error = error
         # supervisord looks at a pending deferred only when its loop wakes and at
-        # most every DEFERRED_DELAY seconds: make it look now, and wake it once
-        # that delay has passed in case the answer goes through a channel not seen here.
+        # most every DEFERRED_DELAY seconds: answer now, and wake it once that
+        # delay has passed in case the answer goes through a channel not seen here.
         ask_pending_deferreds_now()
         self._loop.wake()
         self._loop.call_later(DEFERRED_DELAY * 1.2, self._loop.wake)
 
 
 def ask_pending_deferreds_now():
-    """Make every HTTP channel that waits on a deferred answer ask it again on the loop's next pass
-    (main thread only).  medusa re-asks a deferred at most every ``delay`` seconds, by the time of its
-    last check; forgetting that time answers a finished call ~25 ms sooner on average.  A channel
-    whose call is not done yet just asks once more."""
+    """Ask every HTTP channel that waits on a deferred answer for it now (main thread only), as
+    supervisord's loop would at its next pass once the channel's ``delay`` has passed since its
+    last check: a finished call is answered in this pass, not one or two passes later.  A
+    channel whose call is not done yet just asks once more."""
     for channel in list(asyncore.socket_map.values()):
         if isinstance(channel, deferring_http_channel) and channel.delay:
             channel.last_writable_check = 0
+            try:
+                channel.initiate_send()
+            except Exception:
+                channel.handle_error()
 
 
 def unexpected_fault(exc, log_error):
