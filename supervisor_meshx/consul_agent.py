@@ -125,6 +125,22 @@ class ConsulAgent:
         return self._ok(self._request("PUT", "/v1/agent/service/deregister/" + _segment(service_id),
                                       token_file=token_file), allow_404=True)
 
+    def leave(self, services, drain_reason=""):
+        """At shutdown: each of ``services`` (service_id, token_file) in maintenance (with
+        ``drain_reason``) or else deregistered, all pipelined in one exchange; errors ignored
+        (the agent reaps, or the next start fixes them)."""
+        if drain_reason:
+            calls = [("PUT", "/v1/agent/service/maintenance/" + _segment(service_id),
+                      [("enable", "true"), ("reason", drain_reason)], None, token_file)
+                     for service_id, token_file in services]
+        else:
+            calls = [("PUT", "/v1/agent/service/deregister/" + _segment(service_id), None, None, token_file)
+                     for service_id, token_file in services]
+        try:
+            self._exchange(calls)
+        except ConsulUnavailable:
+            pass
+
     def service(self, service_id, token_file=None):
         """The agent's definition of a service, or None if it has none."""
         response = self._request("GET", "/v1/agent/service/" + _segment(service_id), token_file=token_file)

@@ -36,6 +36,7 @@ from supervisor_meshx.upstreams import Upstreams
 
 SAVE_DELAY = 0.25  # seconds over which changes of proxies' states are gathered into one write
 RESTORE_TIMEOUT = 120.0  # seconds a call waits for the state of an earlier run to be restored
+LEAVE_BATCH = 50  # services per pipelined exchange with the agent at shutdown; batches go out side by side
 _current = None
 
 
@@ -272,8 +273,10 @@ class MeshxPlugin:
             if drain:
                 self.proxies.hold_stops(service_ids, time.time() + drain)
             # the pool's threads are joined at exit, so this finishes before supervisord does
-            self.loop.submit(_drain_and_deregister, self.reconciler.agent,
-                             [(sid, self.reconciler.records[sid].token_file) for sid in service_ids], drain)
+            leaving = [(sid, self.reconciler.records[sid].token_file) for sid in service_ids]
+            for first in range(0, len(leaving), LEAVE_BATCH):
+                self.loop.submit(_drain_and_deregister, self.reconciler.agent,
+                                 leaving[first:first + LEAVE_BATCH], drain)
             for service_id in service_ids:
                 self.reconciler.records[service_id].deregistered = True
         if self.restored:
@@ -313,22 +316,12 @@ def default_state_file(options):
 
 
 def _drain_and_deregister(agent, services, drain):
-    """At shutdown: all ``(service_id, token_file)`` in maintenance at once, one drain for all, then
+    """At shutdown: ``(service_id, token_file)``s in maintenance at once, one drain for all, then
     deregistered (supervisord stops their proxies when the drain is over, see ProxyGroups.hold_stops)."""
     if drain:
-        for service_id, token_file in services:
-            _quietly(agent.maintenance, service_id, True, "supervisord shutting down: draining for %g s" % drain,
-                     token_file=token_file)
+        agent.leave(services, "supervisord shutting down: draining for %g s" % drain)
         time.sleep(drain)
-    for service_id, token_file in services:
-        _quietly(agent.deregister, service_id, token_file=token_file)
-
-
-def _quietly(call, *args, **kwargs):
-    try:
-        call(*args, **kwargs)
-    except Exception:
-        pass  # the agent will reap or the next start will fix it; supervisord is on its way out
+    agent.leave(services)
 
 
 def _any_address(address):
