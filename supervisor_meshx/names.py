@@ -20,7 +20,7 @@ _DNS_SAFE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,126}[A-Za-z0-9])?\Z")
 def checked_service_id(value, what="service id"):
     if not isinstance(value, str) or not _DNS_SAFE.match(value):
         raise MeshxFault("BAD_NAME", "%s must be 1-128 letters, digits, '-' or '.', "
-                         "starting and ending with a letter or digit: %s" % (what, _shown(value)))
+                         "starting and ending with a letter or digit: %s" % (what, shown(value)))
     return value
 
 
@@ -28,6 +28,7 @@ def group_name(service_id):
     return GROUP_PREFIX + service_id
 
 
-def _shown(value):
+def shown(value):
+    """A value as it may appear in a message: its repr, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

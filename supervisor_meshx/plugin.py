@@ -22,7 +22,7 @@ from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.health import HealthProbes
 from supervisor_meshx.mainloop import MainLoop
 from supervisor_meshx.metrics import Metrics
-from supervisor_meshx.names import checked_service_id
+from supervisor_meshx.names import checked_service_id, shown
 from supervisor_meshx.ports import PortAllocator, Ports
 from supervisor_meshx.proxy_groups import ProxyGroups
 from supervisor_meshx.proxy_process import ProxyProcess
@@ -172,7 +172,7 @@ class MeshxPlugin:
 
     def _skipped(self, section, key, exc):
         self.log_error("meshx: state file %s: entry %s.%s skipped: %s"
-                       % (self.state.path, section, _shown(key), getattr(exc, "text", exc)))
+                       % (self.state.path, section, shown(key), getattr(exc, "text", exc)))
 
     def _adopt(self, record):
         """Hold the ports of a saved service and make it desired; False if they clash."""
@@ -352,6 +352,3 @@ def _saved_proxy(service_id, entry):
     return dict(numbers, cmd=cmd, restarts_by_cause=by_cause, last_exit=last_exit)
 
 
-def _shown(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
