@@ -14,11 +14,15 @@ import time
 from supervisor_meshx.consul_agent import ConsulUnavailable
 
 STATUSES = ("passing", "warning", "critical")
-BATCH = 100  # updates sent by one worker thread in one go
-# Regular updates go out in ticks at least this far apart, each sending what
-# is due before the next one (so up to this much early, at most a quarter of
-# the interval): every tick costs supervisord a loop pass over all its processes.
+BATCH = 100  # regular updates sent by one worker thread in one go (pipelined)
+URGENT_BATCH = 10  # changed statuses sent in one go
+# Regular updates go out in ticks at least this far apart, each sending what is
+# due within this much (at most a quarter of the interval) after it: every tick
+# costs supervisord a loop pass over all its processes.
 EARLY = 1.0
+# A tick goes this much before the earliest due update, so that a late tick still sends it within
+# its interval (a check whose TTL is its update interval must not expire).
+AHEAD = 0.25
 RETRY_CAP = 5.0  # seconds between retries while the agent is unreachable
 
 
@@ -120,10 +124,11 @@ class TtlKeeper:
                 check.sent_at = now
                 status, output = self.effective(check)
                 batch.append((check, status, output))
-        # a changed status (a start waits for it) goes alone, not behind regular updates
-        urgent = [[entry] for entry in batch if entry[0].due == 0.0]
+        # changed statuses (a start waits for them) go in small batches of their own, not behind
+        # regular updates; a startMany's thousand first updates are not a thousand trips
+        urgent = [entry for entry in batch if entry[0].due == 0.0]
         regular = [entry for entry in batch if entry[0].due != 0.0]
-        for part in urgent:
+        for part in [urgent[i:i + URGENT_BATCH] for i in range(0, len(urgent), URGENT_BATCH)]:
             future = self._loop.submit(self._send, [(c.check_id, s, o, c.token_file) for c, s, o in part])
             future.add_done_callback(lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f)))
         for part in [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)]:
@@ -141,9 +146,12 @@ class TtlKeeper:
             self._loop.call_on_next_pass(lambda: self._sent(part, future))
 
     def _reschedule(self):
+        """The next tick shortly before the earliest update is due (it then takes along those due
+        within their ``early``, which keeps checks in step: after the first round each group goes
+        out about once per interval, not once per interval less ``early``)."""
         waiting = [c for c in self._checks.values() if not c.in_flight]
         if waiting:
-            earliest = min(c.due - c.early for c in waiting)
+            earliest = min(c.due - min(c.early, AHEAD) for c in waiting)
             if earliest > 0.0:  # not a changed status: keep regular ticks apart
                 earliest = max(earliest, self._last_tick + min(c.early for c in waiting))
             self._schedule(max(0.0, earliest - time.monotonic()))
