@@ -292,9 +292,12 @@ class MeshxPlugin:
             return
         # Wake the loop now (a call may wait for this state; a crashed proxy
         # restarts on the next iteration) and when a delayed restart is due,
-        # instead of up to a second later.  Consul hears of the change at once.
+        # instead of up to a second later.  Consul hears of the change at once,
+        # or of a crash restarted at once from its STARTING, so that the TTL
+        # update's worker doesn't compete with the restart for the interpreter.
         self.loop.wake()
-        self.ttl.send_soon(event.process.config.service_id)
+        if not event.process.restarting_now():
+            self.ttl.send_soon(event.process.config.service_id)
         self.changed()
         due = event.process.config.record.restart_due - time.time()
         if due > 0:

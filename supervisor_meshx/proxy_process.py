@@ -85,13 +85,21 @@ class ProxyProcess(Subprocess):
             self.config.on_error("meshx: restart of %s failed: %r" % (self.config.name, exc))
         Subprocess.transition(self)
 
+    def restarting_now(self):
+        """Whether the next pass of supervisord's loop restarts this proxy, without a delay."""
+        record = self.config.record
+        return self._restartable() and self.config.policy.allows(record.restarts) and \
+            time.time() >= record.restart_due
+
+    def _restartable(self):
+        return self.config.options.mood >= SupervisorStates.RUNNING and (
+            self.state in (ProcessStates.EXITED, ProcessStates.BACKOFF) or
+            (self.state == ProcessStates.STOPPED and self.config.record.pending_cause))
+
     def _restart_if_due(self):
-        if self.config.options.mood < SupervisorStates.RUNNING:
+        if not self._restartable():
             return
         record, policy = self.config.record, self.config.policy
-        if self.state not in (ProcessStates.EXITED, ProcessStates.BACKOFF) and \
-                not (self.state == ProcessStates.STOPPED and record.pending_cause):
-            return
         if not policy.allows(record.restarts):
             if self.state == ProcessStates.BACKOFF:
                 self.give_up()  # BACKOFF -> FATAL; an EXITED proxy just stays down
