@@ -4,8 +4,11 @@ import os
 import signal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consul_fixtures import *  # noqa: F401,F403
+from supervisor_meshx.state_file import SnapshotEncoder
 from supervisord_harness import wait_for
 from test_services import agent_checks, agent_services, mesh  # noqa: F401
 
@@ -183,3 +186,25 @@ def test_a_corrupt_state_file_is_set_aside(make_supervisord, consul_double, tmp_
     assert server.rpc.meshx.list() == []
     server.rpc.meshx.startProxy("x", ["sleep", "1000"])
     wait_for(lambda: state.exists() and "x" in json.loads(state.read_text())["proxies"])
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                       max_size=3), max_leaves=10)
+sections = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
+
+
+@given(st.lists(st.fixed_dictionaries({"version": st.integers(), "services": sections, "proxies": sections}),
+                min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_the_state_file_encoder_writes_what_json_would_however_entries_change(states):
+    encoder = SnapshotEncoder()
+    for state in states:
+        assert encoder.encode(state) == json.dumps(state, sort_keys=True)
+        for section in ("services", "proxies"):  # changed in place, as records are
+            for value in state[section].values():
+                if isinstance(value, dict):
+                    value["changed"] = True
+                elif isinstance(value, list):
+                    value.append(1)
+        assert encoder.encode(state) == json.dumps(state, sort_keys=True)
