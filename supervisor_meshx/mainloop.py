@@ -9,6 +9,7 @@ import heapq
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from supervisor.medusa import asyncore_25 as asyncore
 
 WORKERS = 16  # threads for Consul calls, state writes and orphan checks
+# How long a worker thread may keep the interpreter while supervisord's thread waits for it
+# (Python's default is 5 ms: a getState could wait that long behind a batch of TTL updates).
+SWITCH_INTERVAL = 0.001
 
 
 class _WakePipe:
@@ -180,6 +184,7 @@ def _process_wide():
     (each reload makes a new plugin instance; new threads each time would pile up)."""
     global _shared
     if _shared is None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         _shared = (ThreadPoolExecutor(WORKERS, thread_name_prefix="meshx"), _Timers())
     return _shared
 
