@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from .check_runners import Prober, TtlTimer, http_probe, tcp_probe
+from .check_runners import CheckClock, Prober, TtlTimer, http_probe, tcp_probe
 from .checks import (CRITICAL, DEFAULT_MAINTENANCE_REASON, MAINTENANCE, MAINTENANCE_CHECK_PREFIX,
                      NODE_MAINTENANCE_CHECK, PASSING, WARNING, LocalCheck, truncate_output)
 from .errors import HTTPError
@@ -49,6 +49,7 @@ class AgentState:
         self.changed = threading.Condition(threading.RLock())
         self.services = {}
         self.checks = {}
+        self.clock = CheckClock("consul-double-" + node_name)  # runs while the agent serves
 
     @property
     def lock(self):
@@ -149,11 +150,11 @@ class AgentState:
         interval = max(fields.get("Interval", 0), SECOND) / SECOND
         timeout = (fields.get("Timeout", 0) or 10 * SECOND) / SECOND
         if check.type == "ttl":
-            check.runner = TtlTimer(self, check.id, fields["TTL"] / SECOND)
+            check.runner = TtlTimer(self, check.id, fields["TTL"] / SECOND, self.clock)
         elif check.type == "tcp":
-            check.runner = Prober(self, check.id, tcp_probe(fields["TCP"], timeout), interval)
+            check.runner = Prober(self, check.id, tcp_probe(fields["TCP"], timeout), interval, self.clock)
         elif check.type == "http":
-            check.runner = Prober(self, check.id, http_probe(check.check_type, timeout), interval)
+            check.runner = Prober(self, check.id, http_probe(check.check_type, timeout), interval, self.clock)
 
     @staticmethod
     def _stop_runner(check):
