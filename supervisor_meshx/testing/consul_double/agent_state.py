@@ -278,7 +278,10 @@ class AgentState:
 
     def sync_catalog(self):
         with self.lock:
-            self.catalog.sync(self.node_name, self.services, self.checks)
+            by_service = {}
+            for check in self.checks.values():
+                by_service.setdefault(check.service_id, {})[check.id] = check
+            self.catalog.sync(self.node_name, self.services, by_service)
 
     def _refresh_aliases(self):
         # checks indexed by service once per refresh, not scanned per alias check:
