@@ -7,6 +7,7 @@ and connect queries (bumped by its instances, their checks and their node's chec
 for /v1/catalog/services, and the extinction index for names that have no instance (any more).
 """
 
+import collections
 import threading
 import time
 
@@ -36,7 +37,7 @@ class CatalogNode:
         self.create_index = self.modify_index = 0
         self.serf_health = None  # Record of the serfHealth check's view
         self.services = {}       # service ID -> Record of the AgentService view
-        self.checks = {}         # check ID -> Record of the agent's check view (node-level and service checks)
+        self.checks = {}         # service ID ("" for node-level) -> check ID -> Record of the agent's check view
 
 
 def service_keys(view):
@@ -66,6 +67,7 @@ class Catalog:
         self.services_index = 1      # the services table's
         self.extinction_index = 0    # the last time a service name lost its last instance
         self.key_index = {}          # ("service" | "connect", name) -> index
+        self.key_instances = collections.Counter()  # ("service" | "connect", name) -> instances in all nodes
 
     # -- membership -----------------------------------------------------------------------------------------
 
@@ -103,56 +105,80 @@ class Catalog:
 
     # -- anti-entropy ---------------------------------------------------------------------------------------
 
-    def sync(self, node_name, services, checks):
-        """Make the node's catalog entries equal to an alive agent's local services and checks."""
+    def sync(self, node_name, services, checks_by_service, service_ids=None):
+        """Make the node's catalog entries equal to an alive agent's local services and checks (check ID ->
+        check, by service ID, "" for node-level checks): those of ``service_ids`` only, or all of them.
+        One raft index for the whole sync, as one anti-entropy pass."""
         with self.changed:
             node = self.nodes.get(node_name)
             if node is None or not node.alive:
                 return
+            if service_ids is None:
+                service_ids = set(services) | set(checks_by_service) | set(node.services) | set(node.checks)
             index = self.index + 1
             keys = set()
-            services_changed = self._sync_services(node, services, index, keys)
-            if self._sync_checks(node, checks, index, keys):
+            services_changed = self._sync_services(node, services, service_ids, index, keys)
+            if self._sync_checks(node, checks_by_service, service_ids, index, keys):
                 keys |= self._node_keys(node)
             if keys:
                 self._commit(index, keys, services_table=services_changed)
 
-    def _sync_services(self, node, services, index, keys):
+    def _sync_services(self, node, services, service_ids, index, keys):
         changed = False
-        for service_id in [sid for sid in node.services if sid not in services]:
-            keys |= service_keys(node.services.pop(service_id).value)
-            changed = True
-        for service_id, service in services.items():
-            record = node.services.get(service_id)
+        for service_id in service_ids:
+            service, record = services.get(service_id), node.services.get(service_id)
+            if service is None:
+                if record is not None:
+                    del node.services[service_id]
+                    self._count_instance(record.value, -1)
+                    keys |= service_keys(record.value)
+                    changed = True
+                continue
             if record is not None and (record.value is service.view or record.value == service.view):
                 continue
             if record is None:
                 node.services[service_id] = Record(service.view, index)
             else:
                 keys |= service_keys(record.value)
+                self._count_instance(record.value, -1)
                 record.value, record.modify_index = service.view, index
+            self._count_instance(service.view, 1)
             keys |= service_keys(service.view)
             changed = True
         return changed
 
-    def _sync_checks(self, node, checks, index, keys):
+    def _count_instance(self, view, delta):
+        for key in service_keys(view):
+            self.key_instances[key] += delta
+
+    def _sync_checks(self, node, checks_by_service, service_ids, index, keys):
         """Returns True when a node-level check changed (it moves every service of the node)."""
         node_level = False
-        for check_id in [cid for cid in node.checks if cid not in checks]:
-            node_level |= self._check_changed(node, node.checks.pop(check_id).value, keys)
-        for check_id, check in checks.items():
-            compared = (check.name, check.status, check.output, check.notes, check.service_id,
-                        check.service_name, tuple(check.service_tags), check.type)
-            record = node.checks.get(check_id)
-            if record is not None and record.compared == compared:
-                continue
-            view = check.view(node.name)
-            if record is None:
-                node.checks[check_id] = Record(view, index, compared)
-            else:
-                node_level |= self._check_changed(node, record.value, keys)
-                record.value, record.compared, record.modify_index = view, compared, index
-            node_level |= self._check_changed(node, view, keys)
+        gone = {}  # a check that left one service's group may come back in another's: the same record
+        for service_id in service_ids:
+            records, checks = node.checks.get(service_id, {}), checks_by_service.get(service_id, {})
+            for check_id in [cid for cid in records if cid not in checks]:
+                gone[check_id] = records.pop(check_id)
+            if not records:
+                node.checks.pop(service_id, None)
+        for service_id in service_ids:
+            for check_id, check in checks_by_service.get(service_id, {}).items():
+                records = node.checks.setdefault(service_id, {})
+                record = records.get(check_id) or gone.pop(check_id, None)
+                compared = (check.name, check.status, check.output, check.notes, check.service_id,
+                            check.service_name, tuple(check.service_tags), check.type)
+                if record is not None and record.compared == compared:
+                    continue
+                view = check.view(node.name)
+                if record is None:
+                    records[check_id] = Record(view, index, compared)
+                else:
+                    node_level |= self._check_changed(node, record.value, keys)
+                    record.value, record.compared, record.modify_index = view, compared, index
+                    records[check_id] = record
+                node_level |= self._check_changed(node, view, keys)
+        for record in gone.values():
+            node_level |= self._check_changed(node, record.value, keys)
         return node_level
 
     @staticmethod
@@ -176,36 +202,31 @@ class Catalog:
             self.services_index = index
         for key in keys:
             self.key_index[key] = index
-            if key[0] == "service" and not self._instances(lambda view, name=key[1]: view["Service"] == name):
+            if key[0] == "service" and not self.key_instances[key]:
                 self.extinction_index = index
         self.changed.notify_all()
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def _instances(self, wanted):
-        return [(node, record) for node in self.nodes.values() for record in node.services.values()
-                if wanted(record.value)]
-
     def instances(self, wanted):
         """(node, service record) for every service view that ``wanted`` accepts, by node name then ID."""
         with self.changed:
-            found = self._instances(wanted)
+            found = [(node, record) for node in self.nodes.values() for record in node.services.values()
+                     if wanted(record.value)]
         return sorted(found, key=lambda item: (item[0].name, item[1].value["ID"]))
 
     def checks_of(self, node, service_id):
         """The checks of one instance as the health endpoints give them: the node's and its own, by check ID."""
         with self.changed:
-            records = [node.serf_health] + [record for record in node.checks.values()
-                                            if record.value["ServiceID"] in ("", service_id)]
+            records = [node.serf_health] + list(node.checks.get("", {}).values())
+            if service_id:
+                records += node.checks.get(service_id, {}).values()
         return sorted(records, key=lambda record: record.value["CheckID"])
 
     def query_index(self, key):
         """X-Consul-Index of a service, health or connect query: its name's index, else the extinction one."""
         with self.changed:
-            kind, name = key
-            wanted = ((lambda view: view["Service"] == name) if kind == "service"
-                      else (lambda view: is_connect_instance(view, name)))
-            if self._instances(wanted) and key in self.key_index:
+            if self.key_instances[key] and key in self.key_index:
                 return self.key_index[key]
             return self.extinction_index or self.index
 

@@ -1,46 +1,70 @@
-"""What keeps a check's status up to date: TTL timers and the TCP and HTTP probes."""
+"""What keeps a check's status up to date: TTL timers and the TCP and HTTP probes, on one clock per agent."""
 
 import random
 import socket
-import threading
+import time
 import urllib.error
 import urllib.request
 
 from .checks import CRITICAL, OUTPUT_MAX_SIZE, PASSING, WARNING
+from .deadline_scheduler import DeadlineScheduler
+from .worker_pool import WorkerPool
+
+
+class CheckClock:
+    """What runs an agent's checks: one scheduler thread for the deadlines and a few threads for the probes,
+    which block up to their timeout."""
+
+    PROBE_THREADS = 32
+
+    def __init__(self, name):
+        self.scheduler = DeadlineScheduler(name + "-checks")
+        self.probe_threads = WorkerPool(name + "-probe", self.PROBE_THREADS)
+
+    def start(self):
+        self.scheduler.start()
+
+    def stop(self):
+        self.scheduler.stop()
+        self.probe_threads.stop()
 
 
 class TtlTimer:
-    """Marks a TTL check critical when no update came within its TTL (no re-arm)."""
+    """Marks a TTL check critical when no update came within its TTL (no re-arm: an update makes a new one)."""
 
-    def __init__(self, state, check_id, ttl_seconds):
-        self._timer = threading.Timer(ttl_seconds, state.expire_ttl, args=(check_id, self))
-        self._timer.daemon = True
-        self._timer.start()
+    def __init__(self, state, check_id, ttl_seconds, clock):
+        self._deadline = clock.scheduler.call_at(time.monotonic() + ttl_seconds,
+                                                 lambda: state.expire_ttl(check_id, self))
 
     def stop(self):
-        self._timer.cancel()
+        self._deadline.cancel()
 
 
 class Prober:
-    """Runs a probe every interval after a random stagger of at most one interval."""
+    """Runs a probe every interval after a random stagger of at most one interval; the interval counts from
+    the end of the previous probe."""
 
-    def __init__(self, state, check_id, probe, interval_seconds):
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(state, check_id, probe, interval_seconds),
-                                        name="consul-double-probe-" + check_id, daemon=True)
-        self._thread.start()
+    def __init__(self, state, check_id, probe, interval_seconds, clock):
+        self._state, self._check_id, self._probe = state, check_id, probe
+        self._interval, self._clock = interval_seconds, clock
+        self._stopped = False
+        self._next = clock.scheduler.call_at(time.monotonic() + random.uniform(0, interval_seconds), self._due)
 
-    def _run(self, state, check_id, probe, interval):
-        delay = random.uniform(0, interval)
-        while not self._stopped.wait(delay):
-            status, output = probe()
-            if self._stopped.is_set():
-                return
-            state.set_probe_result(check_id, self, status, output)
-            delay = interval
+    def _due(self):
+        self._clock.probe_threads.submit(self._run)
+
+    def _run(self):
+        if self._stopped:
+            return
+        status, output = self._probe()
+        if self._stopped:
+            return
+        self._state.set_probe_result(self._check_id, self, status, output)
+        self._next = self._clock.scheduler.call_at(time.monotonic() + self._interval, self._due)
 
     def stop(self):
-        self._stopped.set()
+        self._stopped = True
+        self._next.cancel()
 
 
 def _split_host_port(target):

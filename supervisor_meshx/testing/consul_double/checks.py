@@ -111,6 +111,7 @@ class LocalCheck:
         self.service_tags = list(service.view["Tags"]) if service else []
         self.type = check_type.type if check_type else "maintenance"
         self.runner = None
+        self.order = 0  # where the agent's table of checks has it: kept when the check is registered again
         self.last_ttl_output = ""
         self.critical_since = time.monotonic() if status == CRITICAL else None
 

@@ -64,6 +64,7 @@ class ConsulDouble:
             self._unix_server = UnixServer(self.unix_socket, Handler, self)
             threading.Thread(target=self._unix_server.serve_forever, kwargs={"poll_interval": 0.05},
                              name="consul-double-unix", daemon=True).start()
+        self._state.clock.start()
         self._reaper_stop = threading.Event()
         threading.Thread(target=self._reap, args=(self._reaper_stop,), daemon=True,
                          name="consul-double-reaper").start()
@@ -76,6 +77,7 @@ class ConsulDouble:
         if server is None:
             return
         self._reaper_stop.set()
+        self._state.clock.stop()  # checks wait for the restart: what fell due meanwhile runs then
         self._catalog.fail(self.node_name)  # like an agent that died: serfHealth critical, entries kept
         unix_server, self._unix_server = self._unix_server, None
         for each in filter(None, (server, unix_server)):
