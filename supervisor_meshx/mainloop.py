@@ -32,6 +32,7 @@ class _WakePipe:
     def __init__(self, on_wake, on_pass):
         self._on_wake = on_wake
         self._on_pass = on_pass
+        self._written = False
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
@@ -49,6 +50,9 @@ class _WakePipe:
                 pass
         except BlockingIOError:
             pass
+        # after the pipe is empty and before the queue is read: a wake from now on writes again,
+        # and whatever was queued without writing (the flag was still set) is run just below
+        self._written = False
         self._on_wake()
 
     def handle_write_event(self):
@@ -58,6 +62,9 @@ class _WakePipe:
         pass
 
     def wake(self):
+        if self._written:
+            return  # one byte not read yet wakes the loop as well as many
+        self._written = True
         try:
             os.write(self.write_fd, b"x")
         except (BlockingIOError, OSError):
