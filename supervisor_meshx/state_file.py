@@ -14,6 +14,7 @@ The file is untrusted input: an unreadable file is reported and set aside
 regular file or lies in a directory that does not exist.
 """
 import json
+import marshal
 import os
 import stat
 import threading
@@ -184,7 +185,7 @@ class SnapshotEncoder:
     supervisord's loop.  Used by one writer at a time."""
 
     def __init__(self):
-        self._entries = {}  # (section, key) -> (value, its JSON)
+        self._entries = {}  # (section, key) -> (its marshal bytes, its JSON)
 
     def encode(self, state):
         parts, seen = [], set()
@@ -204,12 +205,14 @@ class SnapshotEncoder:
         return "{%s}" % ", ".join(parts)
 
     def _entry(self, section, key, value):
+        # compared by its marshal bytes: a copy (the caller may change the value in place before the
+        # next save) that is compact and quick to make
+        fingerprint = marshal.dumps(value)
         cached = self._entries.get((section, key))
-        if cached is not None and cached[0] == value:
+        if cached is not None and cached[0] == fingerprint:
             return cached[1]
         text = json.dumps(value, sort_keys=True)
-        # a copy: the caller may change the value in place before the next save
-        self._entries[(section, key)] = (json.loads(text), text)
+        self._entries[(section, key)] = (fingerprint, text)
         return text
 
 
