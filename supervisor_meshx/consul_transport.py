@@ -17,6 +17,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 
 from consul import base
 
@@ -27,6 +28,7 @@ MAX_HEADERS = 100
 MAX_BODY = 64 * 1024 * 1024  # /v1/agent/services of tens of thousands of services
 
 TransportError = (OSError, http.client.HTTPException)
+UNIX_BACKLOG_RETRIES = (0.001, 0.005, 0.02, 0.1)  # seconds
 
 
 class ConsulTransport(base.HTTPClient):
@@ -106,7 +108,14 @@ class ConsulTransport(base.HTTPClient):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(self.timeout)
-                sock.connect(self.host)
+                for pause in UNIX_BACKLOG_RETRIES:
+                    try:
+                        sock.connect(self.host)
+                        break
+                    except BlockingIOError:  # the agent's listen backlog is full: a unix socket says so at once
+                        time.sleep(pause)
+                else:
+                    sock.connect(self.host)
             except OSError:
                 sock.close()
                 raise

@@ -15,6 +15,7 @@ from .routing import Request
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN  # Go listens with the system's somaxconn, not socketserver's 5
 
     def __init__(self, address, handler, double):
         self.double = double
