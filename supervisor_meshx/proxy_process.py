@@ -16,6 +16,8 @@ from supervisor.states import ProcessStates, SupervisorStates
 # Large enough that supervisord's own BACKOFF -> FATAL rule never fires first,
 # small enough for XML-RPC's 32-bit ints in getAllConfigInfo.
 NEVER = 2 ** 31 - 1
+# The states a proxy may be restarted from (STOPPED only for a health restart).
+_RESTART_STATES = frozenset((ProcessStates.EXITED, ProcessStates.BACKOFF, ProcessStates.STOPPED))
 
 
 class ProxyProcessConfig(ProcessConfig):
@@ -79,10 +81,13 @@ class ProxyProcess(Subprocess):
         return filename, argv
 
     def transition(self):
-        try:
-            self._restart_if_due()
-        except Exception as exc:  # must never reach supervisord's loop
-            self.config.on_error("meshx: restart of %s failed: %r" % (self.config.name, exc))
+        # supervisord calls this for every process on every pass of its loop: a RUNNING proxy
+        # must cost no more than one look at its state
+        if self.state in _RESTART_STATES:
+            try:
+                self._restart_if_due()
+            except Exception as exc:  # must never reach supervisord's loop
+                self.config.on_error("meshx: restart of %s failed: %r" % (self.config.name, exc))
         Subprocess.transition(self)
 
     def restarting_now(self):
