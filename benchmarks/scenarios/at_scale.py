@@ -127,7 +127,7 @@ def _one(ctx, n, side, window):
         cpu1, puts1, t1 = server.cpu_seconds(), double.count_requests("PUT", "/v1/agent/check/update/"), \
             time.monotonic()
         result.update(cpu_pct=round(100.0 * (cpu1 - cpu0) / (t1 - t0), 2),
-                      ttl_updates_per_s=round((puts1 - puts0) / (t1 - t0), 1) if side != "twiddler" else None,
+                      ttl_updates_per_s=round((puts1 - puts0) / (t1 - t0), 1) if side.startswith("meshx") else None,
                       rss_kb=server.rss_kb())
     result["shutdown_s"] = None if server.shutdown_s is None else round(server.shutdown_s, 2)
     ctx.log("  at scale N=%d %s: start %ss, getState p99 %s ms, CPU %.2f%%, TTL %s/s, RSS %d kB, shutdown %ss"
