@@ -41,6 +41,14 @@ def program_options():
     }
 
 
+def program_section(name, count=1, autorestart=False):
+    """A [program] section with the settings a proxy gets (``count`` > 1: numprocs of it)."""
+    numprocs = "process_name = %%(program_name)s-%%(process_num)02d\nnumprocs = %d\n" % count if count > 1 else ""
+    return ("\n[program:%s]\ncommand = %s\n%sautostart = true\nautorestart = %s\nstartsecs = %d\n"
+            "stopwaitsecs = %d\nstopasgroup = true\nkillasgroup = true\n"
+            % (name, " ".join(STANDIN), numprocs, "true" if autorestart else "false", STARTSECS, STOPWAITSECS))
+
+
 def minfds_for(processes):
     """supervisord's minfds for ``processes`` children; raises if RLIMIT_NOFILE can't allow it."""
     wanted = max(1024, FDS_PER_PROCESS * processes + 256)

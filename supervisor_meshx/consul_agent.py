@@ -83,7 +83,7 @@ class ConsulAgent:
             self._on_call("unavailable", time.monotonic() - started)
             raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
                                     % (self._connection.address, type(exc).__name__))
-        each = (time.monotonic() - started) / len(answers)
+        each = (time.monotonic() - started) / max(1, len(answers))
         for answer in answers:
             self._on_call("ok" if answer.code in (200, 404, 429, 503) else "error", each)
         return answers

@@ -74,6 +74,8 @@ class ConsulTransport(base.HTTPClient):
     def exchange(self, requests):
         """Send ``requests`` (bytes, see ``request``) on the kept-alive connection, all at once, and
         return their answers in order (``consul.base.Response``)."""
+        if not requests:
+            return []
         for attempt in (1, 2):
             reused = self._sock is not None
             if not reused:

@@ -40,6 +40,7 @@ class Task:
         self._steps = steps
         self._log_error = log_error
         self.done = False
+        self.answers_a_call = False  # an XML-RPC client waits on it through a deferred (see run)
         self._result = None
         self._error = None
         self._waiting = None
@@ -120,12 +121,13 @@ class Task:
         self.done = True
         self._result = result
         self._error = error
-        # supervisord looks at a pending deferred only when its loop wakes and at
-        # most every DEFERRED_DELAY seconds: answer now, and wake it once that
-        # delay has passed in case the answer goes through a channel not seen here.
-        ask_pending_deferreds_now()
         self._loop.wake()
-        self._loop.call_later(DEFERRED_DELAY * 1.2, self._loop.wake)
+        if self.answers_a_call:
+            # supervisord looks at a pending deferred only when its loop wakes and at
+            # most every DEFERRED_DELAY seconds: answer now, and wake it once that
+            # delay has passed in case the answer goes through a channel not seen here.
+            ask_pending_deferreds_now()
+            self._loop.call_later(DEFERRED_DELAY * 1.2, self._loop.wake)
 
 
 def ask_pending_deferreds_now():
@@ -163,6 +165,7 @@ def run(loop, steps, log_error, present=lambda value: value):
     task = Task(loop, steps, log_error)
     if task.done:
         return present(task.outcome())
+    task.answers_a_call = True
 
     def deferred():
         if not task.done:

@@ -19,7 +19,7 @@ The plugin adds no process of its own, so supervisord's CPU is all of its cost.
 import time
 
 from benchmarks.context import at_most, row
-from benchmarks.server import STANDIN, STARTSECS, STOPWAITSECS, program_options
+from benchmarks.server import program_options, program_section
 from benchmarks.stats import ratio, summary_ms
 from benchmarks.workload import all_running, getstate_latencies, wait_until
 
@@ -27,16 +27,6 @@ NAME = "3. at scale (targets 2, 5, 6, 7)"
 TARGET_GETSTATE, TARGET_CPU_PCT, TARGET_START_MANY, TARGET_RSS, TARGET_SHUTDOWN = 1.2, 3.0, 1.0, 1.5, 1.2
 SETTLE = 6.0  # past the first round of TTL updates after the starts
 TTL_UPDATE_INTERVAL = 5.0  # the default template's
-BARE_PROGRAM = """
-[program:sc{n}-{i}]
-command = {command}
-autostart = true
-autorestart = false
-startsecs = {startsecs}
-stopwaitsecs = {stopwaitsecs}
-stopasgroup = true
-killasgroup = true
-"""
 
 
 def run(ctx):
@@ -98,8 +88,7 @@ def _result(sizes, results):
 
 def _one(ctx, n, side, window):
     ctx.log("  at scale N=%d %s: starting" % (n, side))
-    extra = "".join(BARE_PROGRAM.format(n=n, i=i, command=" ".join(STANDIN), startsecs=STARTSECS,
-                                        stopwaitsecs=STOPWAITSECS) for i in range(n)) if side == "bare" else ""
+    extra = "".join(program_section("sc%d-%d" % (n, i)) for i in range(n)) if side == "bare" else ""
     with ctx.environment(max_processes=n + 10, extra_config=extra,
                          unix_socket=side == "meshx-unix") as (double, server):
         rpc = server.rpc()

@@ -13,7 +13,7 @@ import signal
 import time
 
 from benchmarks.context import at_most, row
-from benchmarks.server import STARTSECS, STOPWAITSECS, STANDIN
+from benchmarks.server import program_section
 from benchmarks.stats import median, percentile, ratio, summary_ms
 from benchmarks.workload import all_running, meshx_start, start_many, wait_until
 
@@ -21,25 +21,11 @@ NAME = "4. crash to restart (target 3)"
 TARGET = 1.1
 POLL = 0.005
 
-PROGRAM = """
-[program:crash]
-command = {command}
-process_name = %(program_name)s-%(process_num)02d
-numprocs = {count}
-autostart = true
-autorestart = true
-startsecs = {startsecs}
-stopwaitsecs = {stopwaitsecs}
-stopasgroup = true
-killasgroup = true
-"""
-
 
 def run(ctx):
     samples = 10 if ctx.quick else 20
     ctx.check_budget(samples * 2 * 1.5 + 10, NAME)
-    extra = PROGRAM.format(command=" ".join(STANDIN), count=samples, startsecs=STARTSECS,
-                           stopwaitsecs=STOPWAITSECS)
+    extra = program_section("crash", count=samples, autorestart=True)
     with ctx.environment(max_processes=2 * samples + 10, extra_config=extra) as (_double, server):
         ids = ["crash-%02d" % i for i in range(samples)]
         started = start_many(server, ids, meshx_start(), samples)
