@@ -70,20 +70,21 @@ class ConsulAgent:
         """``token_file``: a service's own token (else the plugin's)."""
         return self._exchange([(method, path, params, body, token_file)])[0]
 
-    def _exchange(self, calls):
-        """Answers to ``calls`` [(method, path, params, body, token_file)], sent pipelined."""
+    def _exchange(self, calls, linger=0.0):
+        """Answers to ``calls`` [(method, path, params, body, token_file)], sent pipelined
+        (``linger``: see ``ConsulTransport.exchange``)."""
         http = self._http()
         requests = [http.request(method, path, params, "" if body is None and method != "GET" else body,
                                  self._headers(token_file))
                     for method, path, params, body, token_file in calls]
         started = time.monotonic()
         try:
-            answers = http.exchange(requests)
+            answers = http.exchange(requests, linger)
         except TransportError as exc:
             self._on_call("unavailable", time.monotonic() - started)
             raise ConsulUnavailable("Consul agent at %s unreachable (%s)"
                                     % (self._connection.address, type(exc).__name__))
-        each = (time.monotonic() - started) / max(1, len(answers))
+        each = max(0.0, time.monotonic() - started - linger) / max(1, len(answers))
         for answer in answers:
             self._on_call("ok" if answer.code in (200, 404, 429, 503) else "error", each)
         return answers
@@ -172,13 +173,14 @@ class ConsulAgent:
         self._ok(response, allow_404=True)
         return None
 
-    def update_checks(self, updates):
+    def update_checks(self, updates, linger=0.0):
         """Set TTL checks' statuses, all in one pipelined exchange: ``updates`` are
         (check_id, status, output, token_file); one result each: None, a LookupError
-        (the agent has no such check) or a ConsulError.  ConsulUnavailable for all."""
+        (the agent has no such check) or a ConsulError.  ConsulUnavailable for all.
+        ``linger``: see ``ConsulTransport.exchange``."""
         answers = self._exchange([("PUT", "/v1/agent/check/update/" + _segment(check_id), None,
                                    {"Status": status, "Output": output}, token_file)
-                                  for check_id, status, output, token_file in updates])
+                                  for check_id, status, output, token_file in updates], linger)
         results = []
         for (check_id, _status, _output, _token_file), answer in zip(updates, answers):
             try:

@@ -28,6 +28,7 @@ MAX_HEADERS = 100
 MAX_BODY = 64 * 1024 * 1024  # /v1/agent/services of tens of thousands of services
 
 TransportError = (OSError, http.client.HTTPException)
+READ_BUFFER = 65536  # a batch's answers in one read
 UNIX_BACKLOG_RETRIES = (0.001, 0.005, 0.02, 0.1)  # seconds
 
 
@@ -71,9 +72,11 @@ class ConsulTransport(base.HTTPClient):
             lines.append("%s: %s" % (name, value))
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
-    def exchange(self, requests):
+    def exchange(self, requests, linger=0.0):
         """Send ``requests`` (bytes, see ``request``) on the kept-alive connection, all at once, and
-        return their answers in order (``consul.base.Response``)."""
+        return their answers in order (``consul.base.Response``).  ``linger``: seconds to let the
+        answers gather before reading them, for answers nobody waits for: read in a few reads
+        instead of one wake-up of this thread (and one grab of the interpreter) per answer."""
         if not requests:
             return []
         for attempt in (1, 2):
@@ -83,6 +86,8 @@ class ConsulTransport(base.HTTPClient):
             answers = []
             try:
                 self._sock.sendall(b"".join(requests))
+                if linger:
+                    time.sleep(linger)
                 for _ in requests:
                     answer, close = self._read_response()
                     answers.append(answer)
@@ -131,7 +136,7 @@ class ConsulTransport(base.HTTPClient):
                     sock.close()
                     raise
         self._sock = sock
-        self._reader = sock.makefile("rb")
+        self._reader = sock.makefile("rb", READ_BUFFER)
 
     def _tls_context(self):
         context = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)

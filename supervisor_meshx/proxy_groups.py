@@ -7,14 +7,14 @@ Operations that take time (stopping a proxy) are generators run by
 import os
 import shlex
 
-from supervisor.options import ProcessGroupConfig, UnhosedConfigParser
+from supervisor.options import UnhosedConfigParser
 from supervisor.states import STOPPED_STATES, ProcessStates, getProcessStateDescription
 
 from supervisor_meshx import limits, ownership
 from supervisor_meshx.executables import CommandNotAllowed, ExecutablePolicy
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import GROUP_PREFIX, checked_service_id, group_name
-from supervisor_meshx.proxy_process import NEVER, ProxyProcessConfig
+from supervisor_meshx.proxy_process import NEVER, ProxyGroupConfig, ProxyProcessConfig
 from supervisor_meshx.restart_policy import RestartRecord
 from supervisor_meshx.tasks import Wait
 from supervisor_meshx.wire import NOT_XML
@@ -61,6 +61,9 @@ class ProxyGroups:
 
     def ids(self):
         return sorted(self._proxies)
+
+    def has(self, service_id):
+        return service_id in self._proxies
 
     def process(self, service_id):
         """supervisord's process of the proxy, or None."""
@@ -255,7 +258,9 @@ class ProxyGroups:
         config.record = record
         config.service_id = service_id
         config.on_error = self._log_error
-        return ProcessGroupConfig(options, name, 999, [config])
+        group_config = ProxyGroupConfig(options, name, 999, [config])
+        group_config.supervisord = self._supervisord
+        return group_config
 
     def _keep_groups_across_rereads(self, options):
         """Make ``reread``/``update``/``avail`` see exactly the proxy groups there are.

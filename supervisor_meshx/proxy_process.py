@@ -7,15 +7,17 @@ after a failure recorded as the process enters EXITED or BACKOFF.
 Starts made anywhere else (``meshx.*`` calls, ``supervisorctl start``) call
 ``spawn()`` directly and so are never counted as restarts.
 """
+import os
 import time
 
-from supervisor.options import NotExecutable, ProcessConfig, decode_wait_status
-from supervisor.process import Subprocess
+from supervisor.options import NotExecutable, ProcessConfig, ProcessGroupConfig, decode_wait_status
+from supervisor.process import ProcessGroup, Subprocess
 from supervisor.states import ProcessStates, SupervisorStates
 
 # Large enough that supervisord's own BACKOFF -> FATAL rule never fires first,
 # small enough for XML-RPC's 32-bit ints in getAllConfigInfo.
 NEVER = 2 ** 31 - 1
+REAP_ROUNDS = 100  # of supervisord's reap(), which reaps up to 100 children each
 # The states a proxy may be restarted from (STOPPED only for a health restart).
 _RESTART_STATES = frozenset((ProcessStates.EXITED, ProcessStates.BACKOFF, ProcessStates.STOPPED))
 
@@ -34,6 +36,49 @@ class ProxyProcessConfig(ProcessConfig):
         process = ProxyProcess(self)
         process.group = group
         return process
+
+
+class ProxyGroupConfig(ProcessGroupConfig):
+    supervisord = None
+
+    def make_group(self):
+        return ProxyGroup(self)
+
+
+class ProxyGroup(ProcessGroup):
+    """A proxy's process group.
+
+    supervisord stops groups one at a time as it shuts down or reloads (at least one pass of its
+    loop each, about 7 s for 1,000 groups).  The first proxy group it asks to stop stops every
+    proxy group of its priority at once (their order among one priority is arbitrary anyway), and
+    each later pass drops those stopped from supervisord's queue.  supervisord reaps at most 100
+    children per pass, and once their pipes are closed nothing wakes its loop for the rest (a
+    second per hundred): the exited ones are reaped here.
+    """
+
+    def stop_all(self):
+        supervisord = self.config.supervisord
+        queue = getattr(supervisord, "stop_groups", None)
+        if supervisord is None or supervisord.options.mood >= SupervisorStates.RUNNING or \
+                not queue or queue[-1] is not self:
+            return ProcessGroup.stop_all(self)
+        peers = [group for group in queue
+                 if isinstance(group, ProxyGroup) and group.config.priority == self.config.priority]
+        for group in peers:
+            ProcessGroup.stop_all(group)
+        _reap_exited(supervisord)
+        done = set(id(group) for group in peers if not group.get_unstopped_processes())
+        queue[:] = [group for group in queue if id(group) not in done]
+
+
+def _reap_exited(supervisord):
+    for _ in range(REAP_ROUNDS):
+        try:
+            if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return  # no child waits to be reaped
+        except ChildProcessError:
+            return
+        supervisord.reap()
 
 
 class ProxyProcess(Subprocess):

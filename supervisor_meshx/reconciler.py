@@ -156,7 +156,7 @@ class Reconciler:
         service_id = record.service_id
         if record.ttl and self._ttl.get(service_id) is None:
             self._ttl.add(service_id, record.ttl["id"], record.ttl["status"], record.ttl["ttl"], record.token_file)
-        if record.cmd and service_id not in self._proxies.ids():
+        if record.cmd and not self._proxies.has(service_id):
             self._proxies.start(service_id, record.cmd, self.saved_history.pop(service_id, None),
                                 {"CONSUL_HTTP_TOKEN_FILE": record.token_file} if record.token_file else None)
         if record.placeholder and record.listener is None:
@@ -166,7 +166,7 @@ class Reconciler:
         """Ordered teardown: TTL updates and the proxy stop, then the registrations go."""
         service_id = record.service_id
         self._ttl.remove(service_id)
-        if record.cmd and service_id in self._proxies.ids():
+        if record.cmd and self._proxies.has(service_id):
             yield from self._proxies.stop(service_id)
         yield self.consul(self.agent.deregister, service_id, token_file=record.token_file)
         if registration.sidecar_of(record.registration) is not None:  # if the parent was gone alone
@@ -184,7 +184,7 @@ class Reconciler:
         """Whether the local parts of a desired service are all there."""
         service_id = record.service_id
         return ((not record.ttl or self._ttl.get(service_id) is not None)
-                and (not record.cmd or service_id in self._proxies.ids())
+                and (not record.cmd or self._proxies.has(service_id))
                 and (not record.placeholder or record.listener is not None))
 
     def case_variant(self, service_id):

@@ -355,7 +355,7 @@ class MeshServices:
         rows = []
         for service_id in self.ids():
             record = self.records[service_id]
-            proxy = self.proxies.info(service_id) if record.cmd and service_id in self.proxies.ids() else {}
+            proxy = self.proxies.info(service_id) if record.cmd and self.proxies.has(service_id) else {}
             check = self._ttl.get(service_id)
             rows.append({
                 "service_id": service_id, "address": record.address, "port": record.port,

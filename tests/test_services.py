@@ -18,16 +18,16 @@ NODE = "node1"
 
 @pytest.fixture
 def mesh(make_supervisord, tmp_path, port_range, sidecar_port_range):
-    """``mesh(agent, **meshx_options)`` → a supervisord whose services run ``sleep`` as proxy."""
+    """``mesh(agent, extra_config="", **meshx_options)`` → a supervisord whose services run ``sleep`` as proxy."""
     template = tmp_path / "service_template.json"
     template.write_text(json.dumps({"proxy": ["sleep", "1000"]}))
 
-    def make(agent, **options):
+    def make(agent, extra_config="", **options):
         meshx = {"consul_http_addr": agent.http_addr, "node_name": NODE,
                  "service_template": str(template), "port_range": "%d-%d" % port_range,
                  "sidecar_port_range": "%d-%d" % sidecar_port_range}
         meshx.update(options)
-        return make_supervisord(meshx_options=meshx)
+        return make_supervisord(meshx_options=meshx, extra_config=extra_config)
     return make
 
 

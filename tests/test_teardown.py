@@ -74,3 +74,25 @@ def test_shutdown_drains_all_services_at_once(mesh, consul_double, tmp_path):
     assert max(maintenance) <= min(terms)  # all in maintenance before any proxy stops: one drain for all
     assert signalled + 1.0 <= min(terms)
     assert agent_services(consul_double) == {}
+
+
+def test_shutdown_stops_the_proxies_together_after_higher_priorities_and_before_lower(mesh, consul_double,
+                                                                                     tmp_path):
+    """supervisord stops one group at a time; the proxies (priority 999) stop together, each taking
+    a second to exit, after the program that stops before them and before the one that stops after."""
+    script = tmp_path / "slow_stop.sh"
+    script.write_text("trap 'date +%s.%N > \"$1\"; sleep 1; exit 0' TERM\nsleep 1000 & wait\n")
+    programs = "".join("\n[program:%s]\ncommand = sh %s %s\npriority = %d\nstartsecs = 0\n"
+                       % (name, script, tmp_path / name, priority)
+                       for name, priority in (("stops_first", 1000), ("stops_last", 1)))
+    server = mesh(consul_double, extra_config=programs)
+    names = ["web", "api", "db"]
+    for name in names:
+        server.rpc.meshx.start(name, {"proxy": ["sh", str(script), str(tmp_path / name)]})
+    server.terminate(signal.SIGTERM)
+    first, last = (float((tmp_path / name).read_text()) for name in ("stops_first", "stops_last"))
+    proxies = [float((tmp_path / name).read_text()) for name in names]
+    assert first + 1.0 <= min(proxies)
+    assert max(proxies) - min(proxies) < 1.0  # one after another, each would wait for the last to exit
+    assert max(proxies) + 1.0 <= last
+    assert agent_services(consul_double) == {}
