@@ -28,7 +28,7 @@ MAX_HEADERS = 100
 MAX_BODY = 64 * 1024 * 1024  # /v1/agent/services of tens of thousands of services
 
 TransportError = (OSError, http.client.HTTPException)
-READ_BUFFER = 65536  # a batch's answers in one read
+READ_BUFFER = 16384  # a batch's answers in a few reads
 UNIX_BACKLOG_RETRIES = (0.001, 0.005, 0.02, 0.1)  # seconds
 
 
