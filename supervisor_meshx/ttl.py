@@ -6,9 +6,13 @@ status set by ``setTtlStatus`` once the proxy runs again.  A proxy state
 change or a new status is sent at once.
 
 The schedule lives on supervisord's main loop (one timer for all services);
-the HTTP calls go out in pipelined batches on worker threads.
+the HTTP calls go out in pipelined batches on worker threads.  After its
+first update a check is due on a grid of its interval, the same for every
+check of that interval: they all go out in one tick per interval (every tick
+costs supervisord a pass over all its processes), from the first round on.
 """
 import math
+import random
 import time
 
 from supervisor_meshx.consul_agent import ConsulUnavailable
@@ -38,7 +42,7 @@ class TtlCheck:
         self.status = status
         self.interval = interval
         self.due = 0.0
-        self.sent_at = 0.0
+        self.sent_at = 0.0  # when the update in flight was due (a changed status: when it was sent)
         self.early = min(EARLY, interval / 4.0)
         self.in_flight = False
         self.changed_in_flight = False
@@ -67,6 +71,7 @@ class TtlKeeper:
         self._agent_down = False
         self._refused = False
         self._stopped = False
+        self._phase = random.random()  # of the grid: keepers on one host don't all send at once
 
     def stop(self):
         """No more updates: supervisord is stopping, reloading or handing over."""
@@ -125,7 +130,9 @@ class TtlKeeper:
         for check in self._checks.values():
             if not check.in_flight and check.due - check.early <= now:
                 check.in_flight = True
-                check.sent_at = now
+                # taken along early, a check counts as sent AHEAD before now, so that the next
+                # update is due within its interval of this one
+                check.sent_at = now if check.due == 0.0 else min(check.due, now + AHEAD)
                 status, output = self.effective(check)
                 batch.append((check, status, output))
         # changed statuses (a start waits for them) go in small batches of their own, not behind
@@ -160,9 +167,7 @@ class TtlKeeper:
                 check.sent = status
                 check.sent_count += 1
                 check.failures = 0
-                # never more than the interval between two sends, so a check whose
-                # TTL is the interval itself doesn't expire
-                check.due = check.sent_at + check.interval
+                check.due = self._next_on_grid(check.sent_at, check.interval)
             else:
                 check.failures += 1
                 check.due = now + min(check.interval, RETRY_CAP, 0.1 * 2 ** check.failures)
@@ -175,6 +180,14 @@ class TtlKeeper:
         failed = sum(1 for error in results if error is not None)
         self._count(len(results) - failed, failed)
         self._reschedule([check for check, _status, _output in part])
+
+    def _next_on_grid(self, when, interval):
+        """The first grid point of ``interval`` after ``when`` and at most ``interval`` after it:
+        never more than the interval between two updates, so that a check whose TTL is the
+        interval itself doesn't expire.  (A grid point itself gives the next one, despite float
+        rounding.)"""
+        offset = self._phase * interval
+        return math.floor((when + interval - offset) / interval + 1e-6) * interval + offset
 
     def _note_outage(self, results):
         """Log an outage, or a run of refused updates, once when it starts and once when it ends."""

@@ -261,6 +261,28 @@ def test_ttl_is_sent_every_interval(mesh, consul_double):
     wait_for(lambda: updates() >= first + 3, message="three more TTL updates")
 
 
+def test_ttl_updates_go_out_once_per_interval_at_the_same_moments_for_every_service(mesh, consul_double):
+    """After its first updates, a check is updated once per interval (not a little early each
+    time, which adds up), at the moments every other check of that interval is, whenever its
+    service started: one tick of supervisord's loop for all of them."""
+    rpc = mesh(consul_double).rpc
+    template = {"ttl": {"id": "ttl:{{id}}", "status": "passing", "ttl": 1000}}
+
+    def updates(service_id, after=0.0):
+        return [r.at for r in list(consul_double.request_log) if r.method == "PUT" and r.at > after
+                and r.path == "/v1/agent/check/update/ttl:" + service_id]
+    rpc.meshx.start("web", template)
+    wait_for(lambda: len(updates("web-node1")) >= 2, message="web's first updates")
+    rpc.meshx.start("api", template)
+    settled = wait_for(lambda: len(updates("api-node1")) >= 2 and updates("api-node1")[1],
+                       message="api's first updates")
+    wait_for(lambda: len(updates("api-node1", settled)) >= 5, timeout=20, message="five regular updates")
+    web, api = updates("web-node1", settled), updates("api-node1", settled)
+    gaps = sorted(later - earlier for earlier, later in zip(web, web[1:]))
+    assert 0.9 <= gaps[len(gaps) // 2] <= 1.1, gaps
+    assert all(min(abs(at - other) for other in web) < 0.1 for at in api), (web, api)
+
+
 def test_ports_are_never_handed_out_twice(mesh, consul_agent, port_range):
     rpc = mesh(consul_agent).rpc
     low = port_range[0]
