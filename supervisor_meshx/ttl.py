@@ -19,7 +19,9 @@ from supervisor_meshx.consul_agent import ConsulUnavailable
 
 STATUSES = ("passing", "warning", "critical")
 BATCH = 100  # regular updates sent by one worker thread in one go (pipelined)
-URGENT_BATCH = 10  # changed statuses sent in one go
+# Changed statuses go out side by side in this many parts at most (a start waits for them, and
+# the agent answers the requests pipelined on one connection one after another).
+URGENT_PARTS = 8
 # Nobody waits for a regular batch's answers: they are let gather this long per update (at most
 # LINGER_CAP) and read together, not one worker wake-up per answer (~40 us of CPU each).
 LINGER_PER_UPDATE = 0.0005
@@ -31,6 +33,9 @@ EARLY = 1.0
 # A tick goes this much before the earliest due update, so that a late tick still sends it within
 # its interval (a check whose TTL is its update interval must not expire).
 AHEAD = 0.25
+# supervisord's loop passes at least once a second: checks of a longer interval are noted at its
+# next pass without a wake
+NOTED_IN_A_PASS = 2.0
 RETRY_CAP = 5.0  # seconds between retries while the agent is unreachable
 
 
@@ -43,6 +48,7 @@ class TtlCheck:
         self.interval = interval
         self.due = 0.0
         self.sent_at = 0.0  # when the update in flight was due (a changed status: when it was sent)
+        self.sent_changed = False  # the update in flight is a changed status
         self.early = min(EARLY, interval / 4.0)
         self.in_flight = False
         self.changed_in_flight = False
@@ -133,13 +139,15 @@ class TtlKeeper:
                 # taken along early, a check counts as sent AHEAD before now, so that the next
                 # update is due within its interval of this one
                 check.sent_at = now if check.due == 0.0 else min(check.due, now + AHEAD)
+                check.sent_changed = check.due == 0.0
                 status, output = self.effective(check)
                 batch.append((check, status, output))
         # changed statuses (a start waits for them) go in small batches of their own, not behind
         # regular updates; a startMany's thousand first updates are not a thousand trips
         urgent = [entry for entry in batch if entry[0].due == 0.0]
         regular = [entry for entry in batch if entry[0].due != 0.0]
-        for part in [urgent[i:i + URGENT_BATCH] for i in range(0, len(urgent), URGENT_BATCH)]:
+        size = max(1, min(BATCH, -(-len(urgent) // URGENT_PARTS)))
+        for part in [urgent[i:i + size] for i in range(0, len(urgent), size)]:
             future = self._loop.submit(self._send, part)
             future.add_done_callback(
                 lambda f, part=part: self._loop.call_soon(lambda: self._sent(part, f.result())))
@@ -168,12 +176,16 @@ class TtlKeeper:
                 check.sent_count += 1
                 check.failures = 0
                 check.due = self._next_on_grid(check.sent_at, check.interval)
+                if check.sent_changed and check.due - check.sent_at < check.interval / 2.0:
+                    # a status that just changed (a start) may change again soon (its proxy runs):
+                    # the next change must not wait behind a regular batch to a slow agent
+                    check.due = check.sent_at + check.interval
             else:
                 check.failures += 1
                 check.due = now + min(check.interval, RETRY_CAP, 0.1 * 2 ** check.failures)
             if check.changed_in_flight:
                 check.changed_in_flight = False
-                check.due = now
+                check.due = 0.0  # a change: sent at once, not behind regular updates
             if isinstance(error, LookupError) and check.service_id in self._checks:
                 self._on_missing(check.service_id)
         self._note_outage(results)
@@ -218,12 +230,14 @@ class TtlKeeper:
         """Nobody waits for regular updates: the parts go one after another on one connection,
         each read once its answers have gathered (parts side by side on many connections each
         trickle in, one wake-up per answer), and each is noted at the loop's next pass without
-        a wake, unless a status changed meanwhile (send_soon also wakes the loop)."""
+        a wake (within a second), unless a status changed meanwhile (send_soon also wakes the
+        loop) or a check's next update is due too soon for that."""
         for part in parts:
             if self._stopped:
                 return
             results = self._send(part, min(LINGER_CAP, LINGER_PER_UPDATE * len(part)))
-            if any(check.changed_in_flight for check, _status, _output in part):
+            if any(check.changed_in_flight or check.interval < NOTED_IN_A_PASS
+                   for check, _status, _output in part):
                 self._loop.call_soon(lambda part=part, results=results: self._sent(part, results))
             else:
                 self._loop.call_on_next_pass(lambda part=part, results=results: self._sent(part, results))

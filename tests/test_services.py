@@ -264,7 +264,8 @@ def test_ttl_is_sent_every_interval(mesh, consul_double):
 def test_ttl_updates_go_out_once_per_interval_at_the_same_moments_for_every_service(mesh, consul_double):
     """After its first updates, a check is updated once per interval (not a little early each
     time, which adds up), at the moments every other check of that interval is, whenever its
-    service started: one tick of supervisord's loop for all of them."""
+    service started: one tick of supervisord's loop for all of them.  (The updates after a changed
+    status may come a whole interval after it instead, if the grid's next moment is near.)"""
     rpc = mesh(consul_double).rpc
     template = {"ttl": {"id": "ttl:{{id}}", "status": "passing", "ttl": 1000}}
 
@@ -276,11 +277,11 @@ def test_ttl_updates_go_out_once_per_interval_at_the_same_moments_for_every_serv
     rpc.meshx.start("api", template)
     settled = wait_for(lambda: len(updates("api-node1")) >= 2 and updates("api-node1")[1],
                        message="api's first updates")
-    wait_for(lambda: len(updates("api-node1", settled)) >= 5, timeout=20, message="five regular updates")
+    wait_for(lambda: len(updates("api-node1", settled)) >= 6, timeout=20, message="six regular updates")
     web, api = updates("web-node1", settled), updates("api-node1", settled)
     gaps = sorted(later - earlier for earlier, later in zip(web, web[1:]))
     assert 0.9 <= gaps[len(gaps) // 2] <= 1.1, gaps
-    assert all(min(abs(at - other) for other in web) < 0.1 for at in api), (web, api)
+    assert all(min(abs(at - other) for other in web) < 0.1 for at in api[-3:]), (web, api)
 
 
 def test_ports_are_never_handed_out_twice(mesh, consul_agent, port_range):
