@@ -49,7 +49,7 @@ class ProxyGroup(ProcessGroup):
     """A proxy's process group.
 
     supervisord stops groups one at a time as it shuts down or reloads (at least one pass of its
-    loop each, about 7 s for 1,000 groups).  The first proxy group it asks to stop stops every
+    loop each, about 9 s for 1,000 groups).  The first proxy group it asks to stop stops every
     proxy group of its priority at once (their order among one priority is arbitrary anyway), and
     each later pass drops those stopped from supervisord's queue.  supervisord reaps at most 100
     children per pass, and once their pipes are closed nothing wakes its loop for the rest (a

@@ -136,8 +136,9 @@ class TtlKeeper:
         for check in self._checks.values():
             if not check.in_flight and check.due - check.early <= now:
                 check.in_flight = True
-                # taken along early, a check counts as sent AHEAD before now, so that the next
-                # update is due within its interval of this one
+                # counted as sent when it was due, which keeps it on its grid; taken along more
+                # than AHEAD early, as sent AHEAD after now: its next update stays within its
+                # interval of this one
                 check.sent_at = now if check.due == 0.0 else min(check.due, now + AHEAD)
                 check.sent_changed = check.due == 0.0
                 status, output = self.effective(check)
@@ -155,11 +156,11 @@ class TtlKeeper:
             self._loop.submit(self._send_regular, [regular[i:i + BATCH] for i in range(0, len(regular), BATCH)],
                               wake=False)
         self._reschedule()
+
     def _reschedule(self, checks=None):
         """The next tick shortly before the earliest update is due (it then takes along those due
-        within their ``early``, which keeps checks in step: after the first round each group goes
-        out about once per interval, not once per interval less ``early``).  ``checks``: only
-        these changed their due time (a tick looks at all of them)."""
+        within their ``early``: checks off the grid, after a retry or a changed status).
+        ``checks``: only these changed their due time (a tick looks at all of them)."""
         waiting = [c for c in (self._checks.values() if checks is None else checks) if not c.in_flight]
         if waiting:
             earliest = min(c.due - min(c.early, AHEAD) for c in waiting)
