@@ -135,8 +135,10 @@ def test_sigkill_then_restart_stops_the_orphans_and_starts_once(mesh, consul_dou
 
 
 def _saved_pid(server):
+    """The proxy's pid in the state file; None before the proxy is saved (its service is saved
+    first, before it is registered, the proxy at the next save after it started)."""
     with open(os.path.join(server.dir, "supervisord.meshx.json")) as f:
-        return json.load(f)["proxies"]["web-node1"]["pid"]
+        return json.load(f).get("proxies", {}).get("web-node1", {}).get("pid")
 
 
 def _alive(pid):

@@ -17,6 +17,12 @@ from test_services import agent_services, assert_nothing_left, fault_of, mesh  #
 
 
 def environment_of(pid):
+    """The environment ``pid`` was started with: once it runs its own program, not the copy of
+    supervisord's that it holds between supervisord's fork and its exec."""
+    def execd():
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"supervisor" not in f.read()
+    wait_for(execd, message="the proxy's exec")
     with open("/proc/%d/environ" % pid, "rb") as f:
         return dict(e.decode().split("=", 1) for e in f.read().split(b"\0") if b"=" in e)
 
