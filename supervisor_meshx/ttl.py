@@ -48,7 +48,6 @@ class TtlCheck:
         self.interval = interval
         self.due = 0.0
         self.sent_at = 0.0  # when the update in flight was due (a changed status: when it was sent)
-        self.sent_changed = False  # the update in flight is a changed status
         self.early = min(EARLY, interval / 4.0)
         self.in_flight = False
         self.changed_in_flight = False
@@ -140,7 +139,6 @@ class TtlKeeper:
                 # than AHEAD early, as sent AHEAD after now: its next update stays within its
                 # interval of this one
                 check.sent_at = now if check.due == 0.0 else min(check.due, now + AHEAD)
-                check.sent_changed = check.due == 0.0
                 status, output = self.effective(check)
                 batch.append((check, status, output))
         # changed statuses (a start waits for them) go in small batches of their own, not behind
@@ -172,12 +170,13 @@ class TtlKeeper:
         now = time.monotonic()
         for (check, status, _output), error in zip(part, results):
             check.in_flight = False
+            changed = check.due == 0.0  # due stays as it was while the update is in flight
             if error is None:
                 check.sent = status
                 check.sent_count += 1
                 check.failures = 0
                 check.due = self._next_on_grid(check.sent_at, check.interval)
-                if check.sent_changed and check.due - check.sent_at < check.interval / 2.0:
+                if changed and check.due - check.sent_at < check.interval / 2.0:
                     # a status that just changed (a start) may change again soon (its proxy runs):
                     # the next change must not wait behind a regular batch to a slow agent
                     check.due = check.sent_at + check.interval
