@@ -8,11 +8,12 @@ still ends in a stop.  Records read back from the state file are untrusted
 input: ``ServiceRecord.from_json`` checks every field's shape.
 """
 from supervisor_meshx.health import KINDS as HEALTH_KINDS
-from supervisor_meshx.names import checked_service_id
+from supervisor_meshx.names import SIDECAR_SUFFIX, checked_service_id
+from supervisor_meshx.state_file import Versioned
 from supervisor_meshx.ttl import STATUSES
 
 
-class ServiceRecord:
+class ServiceRecord(Versioned):
     def __init__(self, service_id, name, address, port, allocated, registration,
                  sidecar_port=0, admin_port=0, ttl=None, cmd=(), upstreams=(), placeholder=False, health="tcp",
                  token_file=None):
@@ -39,7 +40,7 @@ class ServiceRecord:
 
     @property
     def sidecar_id(self):
-        return self.service_id + "-sidecar-proxy"
+        return self.service_id + SIDECAR_SUFFIX
 
     def ports(self):
         """Every port this service holds from the plugin's allocators."""

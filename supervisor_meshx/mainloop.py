@@ -21,6 +21,7 @@ WORKERS = 16  # threads for Consul calls, state writes and orphan checks
 # How long a worker thread may keep the interpreter while supervisord's thread waits for it
 # (Python's default is 5 ms: a getState could wait that long behind a batch of TTL updates).
 SWITCH_INTERVAL = 0.001
+RECHECK_ROUNDS = 10  # rounds of queued calls and pollers in one wake; then one more wake
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 MALLOC_ARENAS = 1
 
@@ -102,6 +103,8 @@ class MainLoop:
         self._pipe = None
         self._lock = threading.Lock()
         self.pollers = set()  # main-thread checks re-run after every wake (see tasks.Wait)
+        self._running = False  # run_pending is under way
+        self._recheck = False
 
     def attach(self):
         with self._lock:
@@ -153,11 +156,29 @@ class MainLoop:
     def call_later(self, delay, fn):
         self._timers.add(delay, lambda: self.call_soon(fn))
 
+    def recheck(self):
+        """Main thread: have the pollers checked again (something they may wait on happened):
+        before the run of the queued calls and pollers under way ends, else at a wake."""
+        if self._running:
+            self._recheck = True
+        else:
+            self.wake()
+
     def run_pending(self):
-        """Run the queued calls, then the pollers; main thread only.  Errors are logged, never raised."""
-        self._run_queued(self._calls)
-        for poll in list(self.pollers):
-            self._run(poll)
+        """Run the queued calls, then the pollers, until nothing asks for a recheck; main thread
+        only.  Errors are logged, never raised."""
+        self._running = True
+        try:
+            for _ in range(RECHECK_ROUNDS):
+                self._recheck = False
+                self._run_queued(self._calls)
+                for poll in list(self.pollers):
+                    self._run(poll)
+                if not self._recheck:
+                    return
+            self.wake()
+        finally:
+            self._running = False
 
     def _run_next_pass_calls(self):
         self._run_queued(self._next_pass_calls)

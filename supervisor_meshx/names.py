@@ -11,6 +11,7 @@ import re
 from supervisor_meshx.faults import MeshxFault
 
 GROUP_PREFIX = "meshx-"
+SIDECAR_SUFFIX = "-sidecar-proxy"  # the id Consul gives a service's sidecar
 
 # 128 at most: supervisord names log files after the group, and file names
 # are limited to 255 bytes

@@ -74,7 +74,7 @@ class MeshxPlugin:
         self.state = StateFile(state_path, self.loop, self._snapshot, self.log_error)
         self.reconciler = Reconciler(self.loop, agent, self.proxies, self.ttl, ports,
                                      ownership.marker(settings.node_name, self.instance),
-                                     self.save, self.log_warning, self.metrics.repairs.inc)
+                                     self.save, self.changed, self.log_warning, self.metrics.repairs.inc)
         self.services = MeshServices(self.loop, self.reconciler, self.proxies, self.ttl, ports, settings,
                                      self.wait_restored, self.save, self.log_warning)
         self.services.health_problem = self.health.problem
@@ -105,7 +105,7 @@ class MeshxPlugin:
         return done
 
     def changed(self):
-        """Proxies' states changed (restart counts, pids): save within SAVE_DELAY."""
+        """Counts and proxies' states changed (restart counts, pids): save within SAVE_DELAY."""
         if not self._save_scheduled and self.restored:
             self._save_scheduled = True
             self.loop.call_later(SAVE_DELAY, self._save_changes)

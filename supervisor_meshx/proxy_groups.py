@@ -16,6 +16,7 @@ from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import GROUP_PREFIX, checked_service_id, group_name
 from supervisor_meshx.proxy_process import NEVER, ProxyGroupConfig, ProxyProcessConfig
 from supervisor_meshx.restart_policy import RestartRecord
+from supervisor_meshx.state_file import Section
 from supervisor_meshx.tasks import Wait
 from supervisor_meshx.wire import NOT_XML
 
@@ -204,12 +205,17 @@ class ProxyGroups:
 
     def snapshot(self):
         """What a restart needs to run the proxies again, and to find their orphans."""
-        saved = {}
-        for service_id, proxy in self._proxies.items():
-            process = self.process(service_id)
-            pid, started = proxy.identity(process.pid if process else 0)
-            saved[service_id] = dict(proxy.record.history(), cmd=proxy.cmd, pid=pid, start_time=started)
-        return saved
+        return Section(self._proxies, self._fingerprint, self._saved)
+
+    def _fingerprint(self, proxy):
+        # each proxy has a restart record of its own, whose versions are never another's
+        process = self.process(proxy.service_id)
+        return proxy.record.version, process.pid if process else 0
+
+    def _saved(self, proxy):
+        process = self.process(proxy.service_id)
+        pid, started = proxy.identity(process.pid if process else 0)
+        return dict(proxy.record.history(), cmd=proxy.cmd, pid=pid, start_time=started)
 
     def _stopped(self, service_id):
         process = self.process(service_id)

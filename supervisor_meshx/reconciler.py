@@ -19,6 +19,7 @@ import time
 from supervisor_meshx import registration
 from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
 from supervisor_meshx.faults import MeshxFault
+from supervisor_meshx.names import SIDECAR_SUFFIX
 from supervisor_meshx.tasks import Task, Wait
 
 RETRY_MAX = 30.0  # seconds between attempts at a failing background reconcile
@@ -49,9 +50,10 @@ class KeyedLocks:
 
 
 class Reconciler:
-    def __init__(self, loop, agent, proxies, ttl, ports, marker, save, log, count_repair=lambda: None):
-        """``ports``: the plugin's ``Ports``; ``save()``: persist soon; ``count_repair()``: a
-        difference in the agent was fixed (for the metrics)."""
+    def __init__(self, loop, agent, proxies, ttl, ports, marker, save, changed, log, count_repair=lambda: None):
+        """``ports``: the plugin's ``Ports``; ``save()``: persist soon; ``changed()``: persist
+        within a moment (for what only counts); ``count_repair()``: a difference in the agent
+        was fixed (for the metrics)."""
         self._count_repair = count_repair
         self._loop = loop
         self.agent = agent
@@ -60,6 +62,7 @@ class Reconciler:
         self._ports = ports
         self.marker = marker
         self._save = save
+        self._changed = changed
         self._log = log
         self.records = {}  # service id -> ServiceRecord
         self.locks = KeyedLocks()
@@ -112,7 +115,7 @@ class Reconciler:
         together on one worker: one trip off the main loop instead of two."""
         def read():
             return (self.agent.service(service_id, token_file=token_file),
-                    self.agent.service(service_id + "-sidecar-proxy", token_file=token_file))
+                    self.agent.service(service_id + SIDECAR_SUFFIX, token_file=token_file))
         return self.consul(read)
 
     def _converge_present(self, record, deadline, repair, observed, after):
@@ -133,7 +136,7 @@ class Reconciler:
                 yield self.consul(self.agent.maintenance, record.service_id, True, record.maintenance,
                                   token_file=record.token_file)
             self._ttl.send_soon(record.service_id)
-            self._save()
+            self._changed()  # registered, reregistrations: counts, nothing a crash must not lose
         elif after is not None:
             yield after
         self._run(record)
@@ -187,30 +190,34 @@ class Reconciler:
                 and (not record.cmd or self._proxies.has(service_id))
                 and (not record.placeholder or record.listener is not None))
 
-    def case_variant(self, service_id):
-        """Steps: an id known here or to the agent that differs from ``service_id`` only in case,
-        or None.  ``consul connect proxy -sidecar-for`` matches ids case-insensitively.  The
-        agent's ids come from a listing made during the call, never before it: the listing of
-        every service that ``list_all`` started (a startMany shares one), else a listing of the
-        ids equal to this one but for case."""
+    def look_up(self, service_id, token_file=None):
+        """Steps, for a service about to start: (an id known here or to the agent that differs
+        from ``service_id`` only in case, or None; the agent's service; its sidecar), None for
+        what the agent lacks.  ``consul connect proxy -sidecar-for`` matches ids
+        case-insensitively.  All from one listing made during the call, never before it: the
+        listing of every service that ``list_all`` started (a startMany shares one), else of the
+        ids equal to this one's or its sidecar's but for case.  A service with a token of its
+        own is read with it (``observe``); the listing is the plugin's."""
+        observed = self.observe(service_id, token_file) if token_file else None
         listing = self._listing
         if listing is None or listing.done():
-            listing = self.consul(self._case_variants, service_id)
-        agent_ids = yield listing
+            listing = self.consul(self._listing_for, service_id)
+        services = yield listing
         folded = service_id.lower()
-        for known in list(self.records) + list(agent_ids):
-            if known.lower() == folded and known != service_id:
-                return known
-        return None
+        variant = next((known for known in list(self.records) + list(services)
+                        if known.lower() == folded and known != service_id), None)
+        if observed is not None:
+            return (variant,) + (yield observed)
+        return variant, services.get(service_id), services.get(service_id + SIDECAR_SUFFIX)
 
     def list_all(self):
-        """Start one listing of the agent's services for the case checks about to be made."""
+        """Start one listing of the agent's services for the starts about to be made."""
         if self._listing is None or self._listing.done():
             self._listing = self.consul(self.agent.services)
 
-    def _case_variants(self, service_id):
+    def _listing_for(self, service_id):
         # ids hold only letters, digits, '.' and '-': no character to escape but '.'
-        pattern = "(?i)^%s$" % service_id.replace(".", "[.]")
+        pattern = "(?i)^%s(%s)?$" % (service_id.replace(".", "[.]"), SIDECAR_SUFFIX)
         try:
             return self.agent.services('ID matches "%s"' % pattern)
         except ConsulError as exc:
@@ -279,8 +286,7 @@ class Reconciler:
                 self.reconcile(service_id)
         for service_id, view in services.items():
             if service_id not in wanted and registration.carries(view, self.marker):
-                if service_id.endswith("-sidecar-proxy") and \
-                        service_id[:-len("-sidecar-proxy")] in services:
+                if service_id.endswith(SIDECAR_SUFFIX) and service_id[:-len(SIDECAR_SUFFIX)] in services:
                     continue  # goes with its service
                 self.collect(service_id)
 

@@ -8,6 +8,7 @@ failures delayed ``backoff * 2**(n-2)`` seconds, capped at ``backoff_max``.
 A proxy that ran at least ``backoff_max`` seconds before failing starts a new
 series of consecutive failures.
 """
+from supervisor_meshx.state_file import Versioned
 
 
 class RestartPolicy:
@@ -25,7 +26,7 @@ class RestartPolicy:
         return self.max_restarts is None or restarts < self.max_restarts
 
 
-class RestartRecord:
+class RestartRecord(Versioned):
     """Restart accounting and history of one proxy; outlives the supervisord process
     object and is saved with the plugin's state."""
 
@@ -50,7 +51,7 @@ class RestartRecord:
 
     def restarted(self, cause):
         self.restarts += 1
-        self.by_cause[cause] += 1
+        self.by_cause = dict(self.by_cause, **{cause: self.by_cause[cause] + 1})
 
     def reset(self):
         self.restarts = 0

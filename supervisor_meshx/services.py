@@ -11,6 +11,7 @@ threads.  Every operation on one id holds that id's lock.
 """
 import copy
 import inspect
+import operator
 import time
 
 from supervisor.xmlrpc import RPCError
@@ -22,6 +23,7 @@ from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
+from supervisor_meshx.state_file import Section
 from supervisor_meshx.tasks import Task, Wait
 from supervisor_meshx.ttl import STATUSES
 from supervisor_meshx.wire import NOT_XML
@@ -111,12 +113,10 @@ class MeshServices:
             return (yield from self._already_started(record, timeout))
 
         token_file = self._token_file(params, template)
-        observed = self._reconciler.observe(service_id, token_file)  # read while the listing is read
-        variant = yield from self._reconciler.case_variant(service_id)
+        variant, existing, sidecar = yield from self._reconciler.look_up(service_id, token_file)
         if variant:
             raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
                              "(Consul's proxies would take one for the other)" % (service_id, variant))
-        existing, sidecar = yield observed
         if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
             raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
                              "supervisord (force=true takes it over)" % service_id)
@@ -150,7 +150,7 @@ class MeshServices:
             raise MeshxFault("BAD_ARGUMENTS", "services must be a list of at most %d" % MAX_BATCH)
         limits.check_size(services, limits.MAX_BATCH_SIZE, "services")
         _checked_template(template)
-        self._reconciler.list_all()  # one listing for all their case checks
+        self._reconciler.list_all()  # one listing for all their look-ups
         started = [Task(self._loop, self.start(service, template, force, timeout), self._log)
                    for service in services]
         yield Wait(lambda: all(task.done for task in started), timeout=MAX_TIMEOUT_MS / 1000.0 + 300)
@@ -435,7 +435,7 @@ class MeshServices:
                 record.listener = None
 
     def snapshot(self):
-        return {service_id: record.to_json() for service_id, record in self.records.items()}
+        return Section(self.records, operator.attrgetter("version"), ServiceRecord.to_json)
 
 
 def _outcome(task, service):

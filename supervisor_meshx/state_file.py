@@ -8,13 +8,18 @@ worker thread.  All the saves asked for in one pass of the main loop share
 one snapshot, taken at the end of that pass (no extra wake), and one write.  A failed write is retried with a growing delay
 until it succeeds; the failure and its end are logged once each.
 
+A snapshot costs what changed, not what there is: every entry of a section
+comes with a fingerprint (see ``Versioned``), and only an entry whose
+fingerprint moved is made (main thread) and encoded (the writer) again.
+
 The file is untrusted input: an unreadable file is reported and set aside
 (renamed ``.corrupt-<time>``, only if it is a regular file), and
 ``check_path`` refuses at start-up a path that is a directory, is not a
 regular file or lies in a directory that does not exist.
 """
+import collections
+import itertools
 import json
-import marshal
 import os
 import stat
 import threading
@@ -42,9 +47,26 @@ def check_path(path):
         raise ValueError("state_file %s is not a regular file" % path)
 
 
+_versions = itertools.count(1)
+
+
+class Versioned:
+    """An object whose ``version`` moves, to a number never used before in this
+    process, at every assignment to one of its attributes: the fingerprint of
+    its state file entry.  Its fields are therefore replaced, never changed in
+    place (a change in place would not reach the file)."""
+
+    version = 0
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "version", next(_versions))
+
+
 class StateFile:
     def __init__(self, path, loop, snapshot, log):
-        """``snapshot()``: the state to write, JSON-ready; called on the main thread."""
+        """``snapshot()``: the state to write, called on the main thread: a dict of JSON-ready
+        values and ``Section``s."""
         self.path = path
         self._loop = loop
         self._snapshot = snapshot
@@ -52,9 +74,7 @@ class StateFile:
         self._log = log
         self._lock = threading.Lock()
         self._next = None  # future of the snapshot still to be taken
-        self._pending = None  # (state, sequence number, futures) to write
-        self._taken = 0  # sequence number of the newest snapshot taken
-        self._written = 0  # ... and of the newest on disk: an older one never overwrites it
+        self._pending = None  # (Snapshot, futures) to write
         self._writing = False
         self._failing = False
         self._retry_delay = RETRY_FIRST
@@ -91,41 +111,37 @@ class StateFile:
 
     def flush(self):
         """Write the current state now, on the calling (main) thread; used at shutdown."""
-        self._next = None
-        self._taken += 1
-        try:
-            self._write(self._encoder.encode(self._snapshot()), self._taken)
-        except OSError as exc:
-            self._log("meshx: cannot write state file %s: %s" % (self.path, exc))
+        future, self._next = self._next, None
+        self._queue(future)
+        self._write_pending()
 
     def _take_snapshot(self):
         future, self._next = self._next, None
-        if future is None:
-            return
-        state = self._snapshot()
-        self._taken += 1
+        if future is not None and not self._queue(future):
+            self._loop.submit(self._write_pending, wake=False)  # a Task waiting on a save wakes itself
+
+    def _queue(self, future):
+        """Take a snapshot to write next (main thread); whether a writer is at work already."""
+        snapshot = self._encoder.take(self._snapshot())
         with self._lock:
-            futures = (self._pending[2] if self._pending else []) + [future]
-            self._pending = (state, self._taken, futures)
-            if self._writing:
-                return
-            self._writing = True
-        self._loop.submit(self._write_pending)
+            futures = [future] if future is not None else []
+            if self._pending is not None:  # never encoded: its changes go with this one
+                snapshot = snapshot.after(self._pending[0])
+                futures = self._pending[1] + futures
+            self._pending = (snapshot, futures)
+            writing, self._writing = self._writing, True
+        return writing
 
     def _write_pending(self):
+        """Write until nothing is pending.  Two writers (flush meeting a worker) take turns: a
+        snapshot is taken from the queue and encoded under one lock, so in the order taken."""
         while True:
-            with self._lock:
-                pending, self._pending = self._pending, None
-                if pending is None:
-                    self._writing = False
-                    return
-            state, sequence, futures = pending
             try:
-                self._write(self._encoder.encode(state), sequence)
+                futures = self._write_next()
             except OSError as exc:
-                self._failed(state, sequence, exc)
-                for future in futures:
-                    future.set_exception(MeshxFault("FAILED", "cannot write state file %s: %s" % (self.path, exc)))
+                self._failed(exc)
+                return
+            if futures is None:
                 return
             if self._failing:
                 self._failing = False
@@ -134,13 +150,33 @@ class StateFile:
             for future in futures:
                 future.set_result(True)
 
-    def _failed(self, state, sequence, exc):
+    def _write_next(self):
+        """Encode and write the pending snapshot; its futures, or None (no writer at work any
+        more) if nothing is pending.  A failed write raises OSError, its state pending again."""
+        with self._write_lock:
+            with self._lock:
+                pending, self._pending = self._pending, None
+                if pending is None:
+                    self._writing = False
+                    return None
+            snapshot, futures = pending
+            text = self._encoder.encode(snapshot)
+            try:
+                self._write_file(text)
+            except OSError as exc:
+                with self._lock:
+                    if self._pending is None:  # else a newer state is written instead
+                        self._pending = (snapshot.encoded(), [])
+                for future in futures:
+                    future.set_exception(MeshxFault("FAILED", "cannot write state file %s: %s" % (self.path, exc)))
+                raise
+            return futures
+
+    def _failed(self, exc):
         if not self._failing:
             self._failing = True
             self._log("meshx: cannot write state file %s: %s; retrying until it can" % (self.path, exc))
         with self._lock:
-            if self._pending is None:
-                self._pending = (state, sequence, [])
             self._writing = False
         delay, self._retry_delay = self._retry_delay, min(RETRY_MAX, self._retry_delay * 2)
         self._loop.call_later(delay, self._retry)
@@ -150,13 +186,7 @@ class StateFile:
             if self._writing or self._pending is None:
                 return
             self._writing = True
-        self._loop.submit(self._write_pending)
-
-    def _write(self, text, sequence):
-        with self._write_lock:
-            if sequence > self._written:  # a worker may come with an older snapshot after flush()
-                self._write_file(text)
-                self._written = sequence
+        self._loop.submit(self._write_pending, wake=False)
 
     def _write_file(self, text):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -178,42 +208,74 @@ class StateFile:
             os.close(dir_fd)
 
 
+# A section of the state: ``entries`` (key -> object), each one's fingerprint
+# (``fingerprint(object)``, hashable) and its JSON-ready value (``make(object)``, asked for on the
+# main thread only when the fingerprint moved).
+Section = collections.namedtuple("Section", "entries fingerprint make")
+
+
+class Snapshot:
+    """One state as the encoder needs it: its plain values, each section's keys, and the
+    values of the entries that changed since the snapshot before it."""
+
+    def __init__(self, values, sections, changed):
+        self.values = values  # name -> JSON-ready value
+        self.sections = sections  # name -> keys
+        self.changed = changed  # (section, key) -> JSON-ready value
+
+    def after(self, older):
+        """This snapshot with the changes of ``older``, which was never encoded."""
+        changed = dict(older.changed)
+        changed.update(self.changed)
+        return Snapshot(self.values, self.sections, changed)
+
+    def encoded(self):
+        """The same state once its changes are in the encoder."""
+        return Snapshot(self.values, self.sections, {})
+
+
 class SnapshotEncoder:
-    """JSON of a state (sorted keys, as ``json.dumps(state, sort_keys=True)``), re-encoding only
-    the entries of its sections that changed since the last time: with a thousand services,
-    encoding them all for each save held the interpreter for tens of milliseconds against
-    supervisord's loop.  Used by one writer at a time."""
+    """JSON of a state (sorted keys, as ``json.dumps(state, sort_keys=True)``) in two halves:
+    ``take`` on the main thread makes the entries whose fingerprint moved, ``encode`` on the
+    writer (one at a time, in the order taken) re-encodes only those.  With a thousand
+    services, making and encoding every entry for each save held the interpreter for tens of
+    milliseconds against supervisord's loop."""
 
     def __init__(self):
-        self._entries = {}  # (section, key) -> (its marshal bytes, its JSON)
+        self._fingerprints = {}  # main thread: section -> key -> fingerprint of the entry last made
+        self._texts = {}  # writer: (section, key) -> its JSON text
 
-    def encode(self, state):
-        parts, seen = [], set()
-        for name in sorted(state):
-            value = state[name]
-            if isinstance(value, dict):
-                entries = []
-                for key in sorted(value):
-                    entries.append("%s: %s" % (json.dumps(key), self._entry(name, key, value[key])))
-                    seen.add((name, key))
-                text = "{%s}" % ", ".join(entries)
+    def take(self, state):
+        """A Snapshot of ``state``: its values and Sections."""
+        values, sections, changed, fingerprints = {}, {}, {}, {}
+        for name, value in state.items():
+            if not isinstance(value, Section):
+                values[name] = value
+                continue
+            entries = value.entries
+            sections[name] = list(entries)
+            now = fingerprints[name] = {key: value.fingerprint(item) for key, item in entries.items()}
+            for key, _ in now.items() - self._fingerprints.get(name, {}).items():
+                changed[name, key] = value.make(entries[key])
+        self._fingerprints = fingerprints
+        return Snapshot(values, sections, changed)
+
+    def encode(self, snapshot):
+        for (name, key), value in snapshot.changed.items():
+            self._texts[name, key] = "%s: %s" % (json.dumps(key), json.dumps(value, sort_keys=True))
+        parts = []
+        for name in sorted(list(snapshot.values) + list(snapshot.sections)):
+            if name in snapshot.sections:
+                text = "{%s}" % ", ".join(self._texts[name, key] for key in sorted(snapshot.sections[name]))
             else:
-                text = json.dumps(value, sort_keys=True)
+                text = json.dumps(snapshot.values[name], sort_keys=True)
             parts.append("%s: %s" % (json.dumps(name), text))
-        for gone in set(self._entries) - seen:
-            del self._entries[gone]
+        if len(self._texts) > sum(len(keys) for keys in snapshot.sections.values()):  # entries gone
+            kept = {(name, key) for name, keys in snapshot.sections.items() for key in keys}
+            for gone in set(self._texts) - kept:
+                del self._texts[gone]
         return "{%s}" % ", ".join(parts)
 
-    def _entry(self, section, key, value):
-        # compared by its marshal bytes: a copy (the caller may change the value in place before the
-        # next save) that is compact and quick to make
-        fingerprint = marshal.dumps(value)
-        cached = self._entries.get((section, key))
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        text = json.dumps(value, sort_keys=True)
-        self._entries[(section, key)] = (fingerprint, text)
-        return text
 
 
 def empty_state():

@@ -121,13 +121,17 @@ class Task:
         self.done = True
         self._result = result
         self._error = error
-        self._loop.wake()
+        self._loop.recheck()  # for a Wait on this task
         if self.answers_a_call:
             # supervisord looks at a pending deferred only when its loop wakes and at
             # most every DEFERRED_DELAY seconds: answer now, and wake it once that
             # delay has passed in case the answer goes through a channel not seen here.
             ask_pending_deferreds_now()
-            self._loop.call_later(DEFERRED_DELAY * 1.2, self._loop.wake)
+            self._loop.call_later(DEFERRED_DELAY * 1.2, _nothing)  # call_later wakes the loop
+
+
+def _nothing():
+    pass
 
 
 def ask_pending_deferreds_now():

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consul_fixtures import *  # noqa: F401,F403
-from supervisor_meshx.state_file import SnapshotEncoder
+from supervisor_meshx.desired_state import ServiceRecord
+from supervisor_meshx.restart_policy import RestartRecord
+from supervisor_meshx.state_file import Section, SnapshotEncoder
 from supervisord_harness import wait_for
 from test_services import agent_checks, agent_services, mesh  # noqa: F401
 
@@ -196,17 +198,45 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 sections = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
 
 
-@given(st.lists(st.fixed_dictionaries({"version": st.integers(), "services": sections, "proxies": sections}),
-                min_size=1, max_size=4))
+@given(st.lists(st.tuples(st.fixed_dictionaries({"version": st.integers(), "services": sections, "proxies": sections}),
+                          st.booleans()), min_size=1, max_size=5))
 @settings(max_examples=200, deadline=None)
-def test_the_state_file_encoder_writes_what_json_would_however_entries_change(states):
-    encoder = SnapshotEncoder()
-    for state in states:
-        assert encoder.encode(state) == json.dumps(state, sort_keys=True)
-        for section in ("services", "proxies"):  # changed in place, as records are
-            for value in state[section].values():
-                if isinstance(value, dict):
-                    value["changed"] = True
-                elif isinstance(value, list):
-                    value.append(1)
-        assert encoder.encode(state) == json.dumps(state, sort_keys=True)
+def test_the_state_file_encoder_writes_what_json_would_making_only_the_entries_that_changed(states):
+    """Each step's snapshot is taken, and encoded (in the order taken) or, like a snapshot still
+    pending when the next is taken, carried into the next one."""
+    encoder, carried, made = SnapshotEncoder(), None, []
+
+    def entries(section):
+        def make(item):
+            made.append(item[0])
+            return item[1]
+        return Section({key: (key, value) for key, value in section.items()},
+                       lambda item: json.dumps(item[1], sort_keys=True), make)
+
+    previous = {}
+    for step, (state, encoded_now) in enumerate(states):
+        made.clear()
+        snapshot = encoder.take(dict(state, services=entries(state["services"]),
+                                     proxies=entries(state["proxies"])))
+        assert sorted(made) == sorted(key for name in ("services", "proxies") for key, value in state[name].items()
+                                      if previous.get((name, key), ()) != (json.dumps(value, sort_keys=True),))
+        previous = {(name, key): (json.dumps(value, sort_keys=True),)
+                    for name in ("services", "proxies") for key, value in state[name].items()}
+        snapshot = snapshot.after(carried) if carried else snapshot
+        carried = None
+        if encoded_now or step == len(states) - 1:
+            assert encoder.encode(snapshot) == json.dumps(state, sort_keys=True)
+        else:
+            carried = snapshot
+
+
+def test_a_versioned_object_moves_its_version_at_every_assignment_never_to_one_used_before():
+    first, second = ServiceRecord("a", "a", "127.0.0.1", 1, True, {}), ServiceRecord("a", "a", "127.0.0.1", 1, True, {})
+    assert first.version != second.version
+    before = second.version
+    second.present = False
+    assert second.version > before
+    record = RestartRecord()
+    before = record.version
+    record.restarted("crash")
+    assert record.version > before and record.history()["restarts_by_cause"]["crash"] == 1
