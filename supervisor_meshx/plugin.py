@@ -290,12 +290,13 @@ class MeshxPlugin:
     def _on_process_state(self, event):
         if not isinstance(event.process, ProxyProcess) or self._stopped:
             return
-        # Wake the loop now (a call may wait for this state; a crashed proxy
-        # restarts on the next iteration) and when a delayed restart is due,
-        # instead of up to a second later.  Consul hears of the change at once,
-        # or of a crash restarted at once from its STARTING, so that the TTL
-        # update's worker doesn't compete with the restart for the interpreter.
-        self.loop.wake()
+        # Recheck now (a call may wait for this state), waking the loop unless the change
+        # came from a call run in a wake (a crashed proxy restarts on the next iteration),
+        # and wake it when a delayed restart is due, instead of up to a second later.
+        # Consul hears of the change at once, or of a crash restarted at once from its
+        # STARTING, so that the TTL update's worker doesn't compete with the restart for
+        # the interpreter.
+        self.loop.recheck()
         if not event.process.restarting_now():
             self.ttl.send_soon(event.process.config.service_id)
         self.changed()

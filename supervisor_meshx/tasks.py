@@ -124,14 +124,8 @@ class Task:
         self._loop.recheck()  # for a Wait on this task
         if self.answers_a_call:
             # supervisord looks at a pending deferred only when its loop wakes and at
-            # most every DEFERRED_DELAY seconds: answer now, and wake it once that
-            # delay has passed in case the answer goes through a channel not seen here.
+            # most every DEFERRED_DELAY seconds: answer now
             ask_pending_deferreds_now()
-            self._loop.call_later(DEFERRED_DELAY * 1.2, _nothing)  # call_later wakes the loop
-
-
-def _nothing():
-    pass
 
 
 def ask_pending_deferreds_now():
@@ -146,6 +140,17 @@ def ask_pending_deferreds_now():
                 channel.initiate_send()
             except Exception:
                 channel.handle_error()
+
+
+def _postpone_first_deferred_checks():
+    """supervisord asks a new deferred for its answer at the first pass after the call, and the
+    pass it takes to ask is spent for nothing: the answer is pushed (ask_pending_deferreds_now)
+    when it is there.  Called before the channels are looked at in that pass: their regular
+    checks, every DEFERRED_DELAY seconds, remain."""
+    now = time.time()
+    for channel in list(asyncore.socket_map.values()):
+        if isinstance(channel, deferring_http_channel) and channel.delay and not channel.last_writable_check:
+            channel.last_writable_check = now
 
 
 def unexpected_fault(exc, log_error):
@@ -177,4 +182,5 @@ def run(loop, steps, log_error, present=lambda value: value):
         return present(task.outcome())
 
     deferred.delay = DEFERRED_DELAY
+    loop.call_on_next_pass(_postpone_first_deferred_checks)
     return deferred

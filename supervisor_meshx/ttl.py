@@ -122,7 +122,10 @@ class TtlKeeper:
         when = time.monotonic() + delay
         if when < self._next_tick - 0.001:
             self._next_tick = when
-            self._loop.call_later(delay, self._tick)
+            if delay > 0.0:
+                self._loop.call_later(delay, self._tick)
+            else:
+                self._loop.call_on_next_pass(self._tick)  # at the end of this pass, without a wake
 
     def _tick(self):
         if self._stopped:
