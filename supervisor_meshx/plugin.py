@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 
 from supervisor import events
-from supervisor.states import SupervisorStates
+from supervisor.states import ProcessStates, SupervisorStates
 
 from supervisor_meshx import ownership, registration, tasks
 from supervisor_meshx.config import ConfigError, Settings
@@ -35,6 +35,7 @@ from supervisor_meshx.ttl import TtlKeeper
 from supervisor_meshx.upstreams import Upstreams
 
 SAVE_DELAY = 0.25  # seconds over which changes of proxies' states are gathered into one write
+SPAWN_REPORT_DELAY = 0.05  # seconds from a proxy's fork to its STARTING's TTL update
 RESTORE_TIMEOUT = 120.0  # seconds a call waits for the state of an earlier run to be restored
 LEAVE_BATCH = 50  # services per pipelined exchange with the agent at shutdown; batches go out side by side
 _current = None
@@ -293,12 +294,16 @@ class MeshxPlugin:
         # Recheck now (a call may wait for this state), waking the loop unless the change
         # came from a call run in a wake (a crashed proxy restarts on the next iteration),
         # and wake it when a delayed restart is due, instead of up to a second later.
-        # Consul hears of the change at once, or of a crash restarted at once from its
-        # STARTING, so that the TTL update's worker doesn't compete with the restart for
-        # the interpreter.
+        # Consul hears of the change at once, but of a crash restarted at once only from
+        # its STARTING, and of a STARTING only a moment after the fork: the report's worker
+        # doesn't compete with the restart and the calls right after it for the interpreter
+        # (the check is critical either way).
         self.loop.recheck()
-        if not event.process.restarting_now():
-            self.ttl.send_soon(event.process.config.service_id)
+        service_id = event.process.config.service_id
+        if event.process.get_state() == ProcessStates.STARTING:
+            self.loop.call_later(SPAWN_REPORT_DELAY, lambda: self.ttl.send_soon(service_id))
+        elif not event.process.restarting_now():
+            self.ttl.send_soon(service_id)
         self.changed()
         due = event.process.config.record.restart_due - time.time()
         if due > 0:
