@@ -89,7 +89,8 @@ class MainLoop:
     and ``call_later`` (any thread) queue a function for the main thread;
     ``call_on_next_pass`` (any thread) too, without waking the loop: every wake
     costs supervisord a pass over all its processes, and it passes at least
-    once a second anyway; queued during a pass, it runs at that pass's end.
+    once a second anyway; queued during a pass, it runs at that pass's end, or
+    queued by a queued call, once the queued calls have run.
     ``submit_after`` chains worker jobs without a trip through the loop.
     The pipe is attached when supervisord starts running and detached when it
     stops or reloads, because a reload closes every inherited descriptor.
@@ -165,8 +166,8 @@ class MainLoop:
             self.wake()
 
     def run_pending(self):
-        """Run the queued calls, then the pollers, until nothing asks for a recheck; main thread
-        only.  Errors are logged, never raised."""
+        """Run the queued calls, then the pollers, until nothing asks for a recheck, then the
+        calls left for the pass's end; main thread only.  Errors are logged, never raised."""
         self._running = True
         try:
             for _ in range(RECHECK_ROUNDS):
@@ -175,8 +176,12 @@ class MainLoop:
                 for poll in list(self.pollers):
                     self._run(poll)
                 if not self._recheck:
-                    return
-            self.wake()
+                    break
+            else:
+                self.wake()
+            # what these calls left for the pass's end (a state snapshot, a TTL tick): now, not
+            # after supervisord has looked at every process
+            self._run_next_pass_calls()
         finally:
             self._running = False
 

@@ -189,19 +189,24 @@ class StateFile:
         self._loop.submit(self._write_pending, wake=False)
 
     def _write_file(self, text):
-        directory = os.path.dirname(os.path.abspath(self.path))
+        # few system calls: each one gives up the interpreter, and getting it back can take a
+        # switch interval while supervisord's thread is in a pass
+        data = memoryview(text.encode("utf-8"))
         temporary = "%s.tmp-%d" % (self.path, os.getpid())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
+            fd = os.open(temporary, flags, 0o600)
+        except FileExistsError:  # left by a write cut short
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            fd = os.open(temporary, flags, 0o600)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, self.path)
-        dir_fd = os.open(directory, os.O_RDONLY)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
         finally:
