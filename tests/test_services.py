@@ -132,6 +132,22 @@ def test_start_many_starts_services_concurrently(mesh, consul_double, port_range
     assert fault_of(server.rpc.meshx.startMany, "a").faultCode == 3
 
 
+def test_a_start_reads_the_agent_once_before_it_registers(mesh, consul_double):
+    """One listing of the ids equal to the service's or its sidecar's but for case: the case
+    check, the service and its sidecar; a startMany shares one listing of everything."""
+    server = mesh(consul_double)
+    server.rpc.meshx.start("web", "", False, 0)
+    register = next(i for i, r in enumerate(consul_double.request_log)
+                    if r.method == "PUT" and r.path == "/v1/agent/service/register")
+    reads = [r for r in consul_double.request_log[:register]
+             if r.method == "GET" and "web-node1" in r.path + str(r.query)]
+    assert len(reads) == 1 and reads[0].path == "/v1/agent/services", reads
+    before = len(consul_double.request_log)
+    server.rpc.meshx.startMany(["a", "b", "c"], "", False, 0)
+    assert not [r for r in consul_double.request_log[before:]
+                if r.method == "GET" and r.path.startswith("/v1/agent/service/")]
+
+
 def test_already_started_and_invalid_state(mesh, consul_agent):
     rpc = mesh(consul_agent).rpc
     first = rpc.meshx.start("web")
