@@ -138,7 +138,7 @@ class StateFile:
         while True:
             try:
                 futures = self._write_next()
-            except OSError as exc:
+            except Exception as exc:  # OSError, or a bug: saves fail and are retried, never hang
                 self._failed(exc)
                 return
             if futures is None:
@@ -152,7 +152,7 @@ class StateFile:
 
     def _write_next(self):
         """Encode and write the pending snapshot; its futures, or None (no writer at work any
-        more) if nothing is pending.  A failed write raises OSError, its state pending again."""
+        more) if nothing is pending.  A failed write raises, its state pending again."""
         with self._write_lock:
             with self._lock:
                 pending, self._pending = self._pending, None
@@ -160,13 +160,12 @@ class StateFile:
                     self._writing = False
                     return None
             snapshot, futures = pending
-            text = self._encoder.encode(snapshot)
             try:
-                self._write_file(text)
-            except OSError as exc:
-                with self._lock:
-                    if self._pending is None:  # else a newer state is written instead
-                        self._pending = (snapshot.encoded(), [])
+                self._write_file(self._encoder.encode(snapshot))
+            except Exception as exc:
+                with self._lock:  # written again, with whatever came since
+                    newer = self._pending
+                    self._pending = (newer[0].after(snapshot), newer[1]) if newer else (snapshot, [])
                 for future in futures:
                     future.set_exception(MeshxFault("FAILED", "cannot write state file %s: %s" % (self.path, exc)))
                 raise
@@ -233,10 +232,6 @@ class Snapshot:
         changed = dict(older.changed)
         changed.update(self.changed)
         return Snapshot(self.values, self.sections, changed)
-
-    def encoded(self):
-        """The same state once its changes are in the encoder."""
-        return Snapshot(self.values, self.sections, {})
 
 
 class SnapshotEncoder:
