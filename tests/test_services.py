@@ -278,21 +278,23 @@ def test_ttl_is_sent_every_interval(mesh, consul_double):
 
 
 def test_ttl_updates_go_out_once_per_interval_at_the_same_moments_for_every_service(mesh, consul_double):
-    """After its first updates, a check is updated once per interval (not a little early each
-    time, which adds up), at the moments every other check of that interval is, whenever its
-    service started: one tick of supervisord's loop for all of them.  (The updates after a changed
-    status may come a whole interval after it instead, if the grid's next moment is near.)"""
+    """Once its proxy runs, a check is updated once per interval (not a little early each time,
+    which adds up), at the moments every other check of that interval is, whenever its service
+    started: one tick of supervisord's loop for all of them.  (The updates of a start's changed
+    statuses, its proxy STARTING then RUNNING, may come closer, and the one after a change a whole
+    interval after it, if the grid's next moment is near.)"""
     rpc = mesh(consul_double).rpc
     template = {"ttl": {"id": "ttl:{{id}}", "status": "passing", "ttl": 1000}}
 
     def updates(service_id, after=0.0):
         return [r.at for r in list(consul_double.request_log) if r.method == "PUT" and r.at > after
                 and r.path == "/v1/agent/check/update/ttl:" + service_id]
-    rpc.meshx.start("web", template)
+    rpc.meshx.start("web", template, False, 0)
     wait_for(lambda: len(updates("web-node1")) >= 2, message="web's first updates")
-    rpc.meshx.start("api", template)
-    settled = wait_for(lambda: len(updates("api-node1")) >= 2 and updates("api-node1")[1],
-                       message="api's first updates")
+    rpc.meshx.start("api", template, False, 0)
+    wait_for(lambda: all(rpc.meshx.info(s)["state"] == "RUNNING" for s in ("web-node1", "api-node1")),
+             message="both proxies RUNNING")
+    settled = time.time() + 1.0  # the update after a changed status has joined the grid
     wait_for(lambda: len(updates("api-node1", settled)) >= 6, timeout=20, message="six regular updates")
     web, api = updates("web-node1", settled), updates("api-node1", settled)
     gaps = sorted(later - earlier for earlier, later in zip(web, web[1:]))
