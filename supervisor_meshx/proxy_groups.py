@@ -209,13 +209,15 @@ class ProxyGroups:
 
     def _fingerprint(self, proxy):
         # each proxy has a restart record of its own, whose versions are never another's
-        process = self.process(proxy.service_id)
-        return proxy.record.version, process.pid if process else 0
+        return proxy.record.version, self._pid(proxy)
 
     def _saved(self, proxy):
-        process = self.process(proxy.service_id)
-        pid, started = proxy.identity(process.pid if process else 0)
+        pid, started = proxy.identity(self._pid(proxy))
         return dict(proxy.record.history(), cmd=proxy.cmd, pid=pid, start_time=started)
+
+    def _pid(self, proxy):
+        process = self.process(proxy.service_id)
+        return process.pid if process else 0
 
     def _stopped(self, service_id):
         process = self.process(service_id)
