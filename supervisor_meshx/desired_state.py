@@ -7,6 +7,7 @@ until the service is gone everywhere, so that a crash in the middle of a stop
 still ends in a stop.  Records read back from the state file are untrusted
 input: ``ServiceRecord.from_json`` checks every field's shape.
 """
+from supervisor_meshx import registration as registrations
 from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import SIDECAR_SUFFIX, checked_service_id
 from supervisor_meshx.state_file import Versioned
@@ -41,6 +42,15 @@ class ServiceRecord(Versioned):
     @property
     def sidecar_id(self):
         return self.service_id + SIDECAR_SUFFIX
+
+    def expected(self):
+        """What the agent's views must show for this registration (``registration.Expected``);
+        main thread only."""
+        cached = self.__dict__.get("_expected")
+        if cached is None or cached[0] is not self.registration:
+            cached = (self.registration, registrations.expected(self.registration))
+            object.__setattr__(self, "_expected", cached)  # a cache, not a change of the record
+        return cached[1]
 
     def ports(self):
         """Every port this service holds from the plugin's allocators."""

@@ -123,7 +123,7 @@ class Reconciler:
         if registration.sidecar_of(record.registration) is None:
             sidecar = None
         stale = record.service_id in self._stale
-        if stale or not registration.matches(record.registration, parent, sidecar):
+        if stale or not registration.matches(record.expected(), parent, sidecar):
             yield from self._register(record, deadline, after)
             self._stale.discard(record.service_id)
             if parent is None and record.registered and not record.deregistered:
@@ -274,21 +274,35 @@ class Reconciler:
             self.locks.release(service_id)
 
     def periodic_pass(self):
-        """Steps: one agent call for all services; reconcile what differs, collect what is ours and unwanted."""
-        services = yield self.consul(self.agent.services)
-        wanted = set()
+        """Steps: one agent call for all services, compared on a worker with what the records
+        register (at 1,000 services the comparison would hold supervisord's loop for tens of
+        milliseconds); reconcile what differs, collect what is ours and unwanted."""
+        desired = [(service_id, record.expected()) for service_id, record in self.records.items()]
+        differ, unwanted = yield self.consul(self._compare, desired)
         for service_id, record in list(self.records.items()):
-            wanted.update((service_id, record.sidecar_id))
             if self.locks.held(service_id):
                 continue  # being worked on: it converges anyway
-            if not record.present or not self.is_local_ok(record) or not registration.matches(
-                    record.registration, services.get(service_id), services.get(record.sidecar_id)):
+            if service_id in differ or not record.present or not self.is_local_ok(record):
                 self.reconcile(service_id)
-        for service_id, view in services.items():
-            if service_id not in wanted and registration.carries(view, self.marker):
-                if service_id.endswith(SIDECAR_SUFFIX) and service_id[:-len(SIDECAR_SUFFIX)] in services:
-                    continue  # goes with its service
+        for service_id in unwanted:
+            owner = service_id[:-len(SIDECAR_SUFFIX)] if service_id.endswith(SIDECAR_SUFFIX) else service_id
+            if service_id not in self.records and owner not in self.records:  # none started since
                 self.collect(service_id)
+
+    def _compare(self, desired):
+        """Worker: (the ids of ``desired`` [(service id, registration.Expected)] that the agent
+        does not hold as expected, the services carrying this instance's marker that none of them
+        wants)."""
+        services = self.agent.services()
+        differ = {service_id for service_id, wanted in desired if not registration.matches(
+            wanted, services.get(service_id), services.get(service_id + SIDECAR_SUFFIX))}
+        wanted = {service_id for service_id, _wanted in desired}
+        wanted.update([service_id + SIDECAR_SUFFIX for service_id in wanted])
+        unwanted = [service_id for service_id, view in services.items()
+                    if service_id not in wanted and registration.carries(view, self.marker)
+                    and not (service_id.endswith(SIDECAR_SUFFIX)  # goes with its service
+                             and service_id[:-len(SIDECAR_SUFFIX)] in services)]
+        return differ, unwanted
 
 
 def listen(address, port):

@@ -12,6 +12,7 @@ that route traffic (sidecar port, upstreams), not by Consul's normalised copy.
 import copy
 import hashlib
 import json
+from collections import namedtuple
 
 HASH_KEY = "meshx-hash"
 
@@ -50,7 +51,11 @@ def sidecar_of(registration):
 def sidecar_port(registration):
     """The sidecar's public port the registration asks for; 0 if it leaves it to the agent."""
     sidecar = sidecar_of(registration)
-    port = _value(sidecar, "Port") if sidecar is not None else None
+    return _port(sidecar) if sidecar is not None else 0
+
+
+def _port(sidecar):
+    port = _value(sidecar, "Port")
     return port if isinstance(port, int) and not isinstance(port, bool) and port > 0 else 0
 
 
@@ -128,32 +133,46 @@ def carries(agent_service, marker):
     return isinstance(meta, dict) and all(meta.get(k) == v for k, v in marker.items())
 
 
-def matches(registration, parent, sidecar):
-    """Whether the agent's views of the service and its sidecar are what
-    ``registration`` registers: same content hash, sidecar port and upstreams."""
-    digest = _value(registration, "Meta")[HASH_KEY]
-    if not _has_hash(parent, digest):
+# What the agent's views of a service and its sidecar must show for a registration.
+Expected = namedtuple("Expected", "digest sidecar port upstreams")
+
+
+def expected(registration):
+    """The ``Expected`` of ``registration``: its content hash (on both views), whether it has a
+    sidecar, the sidecar's port (0: the agent's choice) and upstreams."""
+    meta = _value(registration, "Meta")
+    digest = meta.get(HASH_KEY) if isinstance(meta, dict) else None
+    sidecar = sidecar_of(registration)
+    if sidecar is None:
+        return Expected(digest, False, 0, [])
+    return Expected(digest, True, _port(sidecar), _upstream_keys(child(sidecar, "Proxy") or {}))
+
+
+def matches(wanted, parent, sidecar):
+    """Whether the agent's views of the service and its sidecar show the ``Expected``
+    ``wanted``: same content hash, sidecar port and upstreams.  The agent answers
+    with its own spelling of every key."""
+    if not _has_hash(parent, wanted.digest):
         return False
-    wanted_sidecar = sidecar_of(registration)
-    if wanted_sidecar is None:
+    if not wanted.sidecar:
         return True
-    if not _has_hash(sidecar, digest):
+    if not _has_hash(sidecar, wanted.digest):
         return False
-    port = sidecar_port(registration)
-    if port and sidecar.get("Port") != port:
+    if wanted.port and sidecar.get("Port") != wanted.port:
         return False
-    return _upstream_keys(child(wanted_sidecar, "Proxy") or {}) == _upstream_keys(sidecar.get("Proxy") or {})
+    proxy = sidecar.get("Proxy")
+    return _upstream_keys(proxy if isinstance(proxy, dict) else {}, dict.get) == wanted.upstreams
 
 
 def _has_hash(view, digest):
     meta = view.get("Meta") if isinstance(view, dict) else None
-    return isinstance(meta, dict) and meta.get(HASH_KEY) == digest
+    return digest is not None and isinstance(meta, dict) and meta.get(HASH_KEY) == digest
 
 
-def _upstream_keys(proxy):
-    upstreams = _value(proxy, "Upstreams") or []
+def _upstream_keys(proxy, lookup=_value):
+    upstreams = lookup(proxy, "Upstreams") or []
     keys = []
     for upstream in upstreams if isinstance(upstreams, list) else []:
         if isinstance(upstream, dict):
-            keys.append((_value(upstream, "DestinationName"), _value(upstream, "LocalBindPort")))
+            keys.append((lookup(upstream, "DestinationName"), lookup(upstream, "LocalBindPort")))
     return sorted(keys, key=repr)
