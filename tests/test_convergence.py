@@ -16,7 +16,7 @@ import requests
 from consul_fixtures import *  # noqa: F401,F403
 from invariants import assert_converged, instance_of, proxy_processes
 from supervisord_harness import free_port_range, wait_for
-from test_services import agent_services, fault_of, mesh  # noqa: F401
+from test_services import agent_get, agent_services, fault_of, mesh  # noqa: F401
 
 SOAK_SECONDS = float(os.environ.get("MESHX_SOAK_SECONDS", "8"))
 DOCUMENTED = ("BAD_NAME", "INVALID_STATE", "SERVICE_NOT_OWNED", "ALREADY_STARTED", "SERVICE_ALIVE_TIMEOUT",
@@ -227,6 +227,41 @@ def test_registrations_of_a_lost_state_file_are_collected_or_adopted(mesh, consu
     assert_converged(server, consul_double, {"api-node1"})  # web: ours and unwanted, collected
     assert "db-node1" in agent_services(consul_double)  # never touched
     assert fault_of(server.rpc.meshx.start, "db").faultString.startswith("SERVICE_NOT_OWNED: ")
+
+
+@pytest.mark.parametrize("change", ["content", "sidecar port", "upstreams"])
+def test_the_periodic_pass_puts_back_a_registration_changed_behind_its_back(mesh, consul_double, change):
+    server = mesh(consul_double, reconcile_interval="0.5")
+    server.rpc.meshx.start("api")
+    server.rpc.meshx.start("web")
+    server.rpc.meshx.connect(["web"], {}, ["api", "api-node1"])  # api's sidecar gets web as an upstream
+    before = agent_services(consul_double)
+    parent, sidecar = before["api-node1"], before["api-node1-sidecar-proxy"]
+    check_id = next(c["CheckID"] for c in agent_get(consul_double, "/v1/agent/checks").json().values()
+                    if c["ServiceID"] == "api-node1")
+    meta, port, upstreams = dict(parent["Meta"]), sidecar["Port"], sidecar["Proxy"]["Upstreams"]
+    if change == "content":
+        meta["meshx-hash"] = "0" * 16
+    elif change == "sidecar port":
+        port += 1
+    else:
+        upstreams = []
+    # as an operator re-registering it by hand would: same id, owner marker and TTL check
+    by_hand = {"ID": "api-node1", "Name": parent["Service"], "Address": parent["Address"], "Port": parent["Port"],
+               "Meta": meta, "Checks": [{"CheckID": check_id, "Name": "TTL check", "TTL": "10s"}],
+               "Connect": {"SidecarService": {"Port": port, "Meta": sidecar["Meta"],
+                                              "Proxy": {"Upstreams": upstreams}}}}
+    registered = registrations(consul_double)
+    assert requests.put(consul_double.url + "/v1/agent/service/register", json=by_hand, timeout=5).ok
+
+    def put_back():
+        now = agent_services(consul_double)
+        return now.get("api-node1", {}).get("Meta") == parent["Meta"] and \
+            now.get("api-node1-sidecar-proxy", {}).get("Port") == sidecar["Port"] and \
+            now["api-node1-sidecar-proxy"]["Proxy"].get("Upstreams") == sidecar["Proxy"]["Upstreams"]
+    wait_for(put_back, timeout=10, message="api-node1 registered again as it was")
+    assert registrations(consul_double) >= registered + 2  # by hand, then the plugin's: it saw the change
+    assert_converged(server, consul_double, {"web-node1", "api-node1"})
 
 
 def test_state_file_entries_of_the_wrong_shape_are_skipped(make_supervisord, consul_double, tmp_path):
