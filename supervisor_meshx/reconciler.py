@@ -120,8 +120,6 @@ class Reconciler:
 
     def _converge_present(self, record, deadline, repair, observed, after):
         parent, sidecar = observed or (yield self.observe(record.service_id, record.token_file))
-        if registration.sidecar_of(record.registration) is None:
-            sidecar = None
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.expected(), parent, sidecar):
             yield from self._register(record, deadline, after)
