@@ -10,7 +10,6 @@ import heapq
 import itertools
 import os
 import queue
-import select
 import sys
 import threading
 import time
@@ -23,12 +22,6 @@ WORKERS = 16  # threads for Consul calls, state writes and orphan checks
 # (Python's default is 5 ms: a getState could wait that long behind a batch of TTL updates).
 SWITCH_INTERVAL = 0.001
 RECHECK_ROUNDS = 10  # rounds of queued calls and pollers in one wake; then one more wake
-# supervisord's clients first: while one waits to be served (a connection to accept, a request to
-# read), the plugin's queued work waits for the next pass, at most CLIENTS_FIRST_WAIT s; past that
-# it runs for WAKE_BUDGET s before it looks again.  A proxy's spawn costs supervisord's thread
-# ~5 ms: twenty starts answered together would otherwise hold a getState for a tenth of a second.
-CLIENTS_FIRST_WAIT = 0.02
-WAKE_BUDGET = 0.005
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 MALLOC_ARENAS = 1
 
@@ -99,7 +92,6 @@ class MainLoop:
     once a second anyway; queued during a pass, it runs at that pass's end, or
     queued by a queued call, once the queued calls have run.
     ``submit_after`` chains worker jobs without a trip through the loop.
-    Queued work gives way to supervisord's own clients (see CLIENTS_FIRST_WAIT).
     The pipe is attached when supervisord starts running and detached when it
     stops or reloads, because a reload closes every inherited descriptor.
     """
@@ -114,8 +106,6 @@ class MainLoop:
         self.pollers = set()  # main-thread checks re-run after every wake (see tasks.Wait)
         self._running = False  # run_pending is under way
         self._recheck = False
-        self._run_began = None  # when the run of queued work under way began
-        self._held_since = None  # since when queued work has given way to supervisord's clients
 
     def attach(self):
         with self._lock:
@@ -177,83 +167,40 @@ class MainLoop:
 
     def run_pending(self):
         """Run the queued calls, then the pollers, until nothing asks for a recheck, then the
-        calls left for the pass's end; main thread only.  Errors are logged, never raised.
-        What gives way to supervisord's clients runs at a later wake."""
+        calls left for the pass's end; main thread only.  Errors are logged, never raised."""
         self._running = True
-        self._run_began = None
         try:
             for _ in range(RECHECK_ROUNDS):
                 self._recheck = False
-                if not (self._run_queued(self._calls) and self._run_pollers()):
-                    self.wake()
-                    return
+                self._run_queued(self._calls)
+                for poll in list(self.pollers):
+                    self._run(poll)
                 if not self._recheck:
                     break
             else:
                 self.wake()
-            self._held_since = None
             # what these calls left for the pass's end (a state snapshot, a TTL tick): now, not
             # after supervisord has looked at every process
-            if not self._run_queued(self._next_pass_calls):
-                self.wake()
+            self._run_next_pass_calls()
         finally:
             self._running = False
 
     def _run_next_pass_calls(self):
-        self._run_began = None
-        if not self._run_queued(self._next_pass_calls):
-            self.wake()
-
-    def _run_pollers(self):
-        for poll in list(self.pollers):
-            if self._clients_first():
-                return False
-            self._run(poll)
-        return True
+        self._run_queued(self._next_pass_calls)
 
     def _run_queued(self, calls):
-        """Run ``calls`` until none is left (True) or supervisord's clients come first (False)."""
-        while not calls.empty():
-            if self._clients_first():
-                return False
+        while True:
             try:
                 fn = calls.get_nowait()
             except queue.Empty:
-                break
+                return
             self._run(fn)
-        return True
-
-    def _clients_first(self):
-        """Whether the queued work left should wait for a later pass: one of supervisord's
-        clients waits, and the work has not waited CLIENTS_FIRST_WAIT already (then it runs
-        for WAKE_BUDGET first)."""
-        now = time.monotonic()
-        if self._run_began is None:
-            self._run_began = now
-        overdue = self._held_since is not None and now - self._held_since >= CLIENTS_FIRST_WAIT
-        if overdue and now - self._run_began < WAKE_BUDGET:
-            return False
-        if self._pipe is None or not _clients_waiting(self._pipe):
-            return False
-        if overdue or self._held_since is None:
-            self._held_since = now
-        return True
 
     def _run(self, fn):
         try:
             fn()
         except Exception as exc:  # an exception here would kill supervisord
             self._log_error("meshx: internal error in %r: %r" % (fn, exc))
-
-
-def _clients_waiting(own):
-    """Whether one of the dispatchers in supervisord's socket map but ``own`` (its HTTP servers
-    and their channels) has input waiting."""
-    poller = select.poll()
-    for fd, dispatcher in list(asyncore.socket_map.items()):
-        if dispatcher is not own:
-            poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _copy_outcome(target):
