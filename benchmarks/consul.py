@@ -49,8 +49,9 @@ class DoubleProcess:
             raise RuntimeError("Consul double: %s" % answer["error"])
         return answer.get("value")
 
-    def count_requests(self, method=None, path_prefix=None):
-        return self._ask(op="count", method=method, prefix=path_prefix)
+    def count_requests(self, method=None, path_prefix=None, since=None, until=None):
+        """``since``, ``until``: time.time() of this host (the double runs on it)."""
+        return self._ask(op="count", method=method, prefix=path_prefix, since=since, until=until)
 
     def set_latency(self, seconds):
         self._ask(op="latency", value=seconds)
@@ -161,7 +162,8 @@ def _serve(unix_socket):
             op = command.get("op")
             try:
                 if op == "count":
-                    answer({"value": double.count_requests(command.get("method"), command.get("prefix"))})
+                    answer({"value": double.count_requests(command.get("method"), command.get("prefix"),
+                                                           command.get("since"), command.get("until"))})
                 elif op == "latency":
                     double.latency = float(command["value"])
                     answer({"value": True})

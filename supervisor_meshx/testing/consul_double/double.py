@@ -141,11 +141,14 @@ class ConsulDouble:
         with self._log_lock:
             self._injections = []
 
-    def count_requests(self, method=None, path_prefix=None):
+    def count_requests(self, method=None, path_prefix=None, since=None, until=None):
+        """Requests received, of ``method`` and under ``path_prefix`` if given, and between
+        ``since`` and ``until`` (time.time()) if given."""
         with self._log_lock:
             return sum(1 for r in self.request_log
                        if (method is None or r.method == method.upper())
-                       and (path_prefix is None or r.path.startswith(path_prefix)))
+                       and (path_prefix is None or r.path.startswith(path_prefix))
+                       and (since is None or r.at >= since) and (until is None or r.at < until))
 
     # -- state, as the agent would answer -------------------------------------------------------------------
 
