@@ -71,6 +71,17 @@ class ProxyGroup(ProcessGroup):
         queue[:] = [group for group in queue if id(group) not in done]
 
 
+def _leads_a_group(pid):
+    """Whether a process group of id ``pid`` exists (the process has called setpgrp)."""
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _reap_exited(supervisord):
     for _ in range(REAP_ROUNDS):
         try:
@@ -110,6 +121,21 @@ class ProxyProcess(Subprocess):
             return None
         self.config.record.pending_cause = None
         return Subprocess.stop(self)
+
+    def kill(self, sig):
+        """A proxy stopped between its fork and its ``setpgrp`` has no process group yet, and a
+        signal to the group finds nobody: supervisord 4.3 drops it (the proxy runs on until the
+        stop timeout's SIGKILL), 4.2 marks the proxy UNKNOWN and forgets its pid while it runs.
+        Such a proxy is signalled alone: it runs nothing else yet."""
+        if not self.pid or _leads_a_group(self.pid):
+            return Subprocess.kill(self, sig)
+        config = self.config
+        as_group = config.stopasgroup, config.killasgroup
+        config.stopasgroup = config.killasgroup = False
+        try:
+            return Subprocess.kill(self, sig)
+        finally:
+            config.stopasgroup, config.killasgroup = as_group
 
     def restart_unhealthy(self):
         """Stop the proxy (TERM, KILL after the stop timeout) to be restarted as for a crash,
