@@ -29,6 +29,7 @@ class Proxy:
         self.cmd = cmd
         self.group_config = group_config
         self.record = record
+        self.process = None  # supervisord's process, once its group is added (it lives as long as this)
         self._identity = (0, None)  # (pid, start time) last looked up
 
     def identity(self, pid):
@@ -133,9 +134,10 @@ class ProxyGroups:
             self._supervisord.add_process_group(group_config)  # creates the log files
         except OSError as exc:
             raise MeshxFault("FAILED", "cannot add group %s: %s" % (group_config.name, exc))
-        self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
+        proxy = self._proxies[service_id] = Proxy(service_id, cmd, group_config, record)
+        proxy.process = self.process(service_id)
         self._supervisord.options.process_group_configs.append(group_config)  # for avail, add, remove
-        self.process(service_id).spawn()
+        proxy.process.spawn()
         self._on_change()
         return True
 
@@ -207,17 +209,16 @@ class ProxyGroups:
         """What a restart needs to run the proxies again, and to find their orphans."""
         return Section(self._proxies, self._fingerprint, self._saved)
 
-    def _fingerprint(self, proxy):
-        # each proxy has a restart record of its own, whose versions are never another's
-        return proxy.record.version, self._pid(proxy)
+    @staticmethod
+    def _fingerprint(proxy):
+        # each proxy has a restart record of its own, whose versions are never another's; taken
+        # for every proxy at every save, so straight from the proxy's own objects
+        return proxy.record.version, proxy.process.pid
 
-    def _saved(self, proxy):
-        pid, started = proxy.identity(self._pid(proxy))
+    @staticmethod
+    def _saved(proxy):
+        pid, started = proxy.identity(proxy.process.pid)
         return dict(proxy.record.history(), cmd=proxy.cmd, pid=pid, start_time=started)
-
-    def _pid(self, proxy):
-        process = self.process(proxy.service_id)
-        return process.pid if process else 0
 
     def _stopped(self, service_id):
         process = self.process(service_id)

@@ -187,10 +187,10 @@ class StateFile:
             self._writing = True
         self._loop.submit(self._write_pending, wake=False)
 
-    def _write_file(self, text):
+    def _write_file(self, data):
         # few system calls: each one gives up the interpreter, and getting it back can take a
         # switch interval while supervisord's thread is in a pass
-        data = memoryview(text.encode("utf-8"))
+        data = memoryview(data)
         temporary = "%s.tmp-%d" % (self.path, os.getpid())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -235,15 +235,16 @@ class Snapshot:
 
 
 class SnapshotEncoder:
-    """JSON of a state (sorted keys, as ``json.dumps(state, sort_keys=True)``) in two halves:
-    ``take`` on the main thread makes the entries whose fingerprint moved, ``encode`` on the
-    writer (one at a time, in the order taken) re-encodes only those.  With a thousand
+    """JSON of a state (sorted keys, as ``json.dumps(state, sort_keys=True)``, as bytes) in two
+    halves: ``take`` on the main thread makes the entries whose fingerprint moved, ``encode`` on
+    the writer (one at a time, in the order taken) re-encodes only those.  With a thousand
     services, making and encoding every entry for each save held the interpreter for tens of
-    milliseconds against supervisord's loop."""
+    milliseconds against supervisord's loop; the file's bytes are joined once, from each entry's
+    bytes kept from its last encoding."""
 
     def __init__(self):
         self._fingerprints = {}  # main thread: section -> key -> fingerprint of the entry last made
-        self._texts = {}  # writer: (section, key) -> its JSON text
+        self._texts = {}  # writer: section -> key -> the entry's bytes in the file, after a comma
 
     def take(self, state):
         """A Snapshot of ``state``: its values and Sections."""
@@ -262,19 +263,27 @@ class SnapshotEncoder:
 
     def encode(self, snapshot):
         for (name, key), value in snapshot.changed.items():
-            self._texts[name, key] = "%s: %s" % (json.dumps(key), json.dumps(value, sort_keys=True))
+            self._texts.setdefault(name, {})[key] = (
+                ", %s: %s" % (json.dumps(key), json.dumps(value, sort_keys=True))).encode("utf-8")
+        # one join of every entry's bytes (each kept with the ", " before it, dropped for the first
+        # one of a section): each large buffer is fresh memory to fault in, at every save
         parts = []
         for name in sorted(list(snapshot.values) + list(snapshot.sections)):
+            parts += [b", " if parts else b"{", json.dumps(name).encode("utf-8"), b": "]
             if name in snapshot.sections:
-                text = "{%s}" % ", ".join(self._texts[name, key] for key in sorted(snapshot.sections[name]))
+                keys = snapshot.sections[name]
+                texts = self._texts.setdefault(name, {})
+                entries = [texts[key] for key in sorted(keys)]
+                if entries:
+                    entries[0] = entries[0][2:]
+                parts += [b"{"] + entries + [b"}"]
+                if len(texts) > len(keys):  # entries gone
+                    for gone in texts.keys() - set(keys):
+                        del texts[gone]
             else:
-                text = json.dumps(snapshot.values[name], sort_keys=True)
-            parts.append("%s: %s" % (json.dumps(name), text))
-        if len(self._texts) > sum(len(keys) for keys in snapshot.sections.values()):  # entries gone
-            kept = {(name, key) for name, keys in snapshot.sections.items() for key in keys}
-            for gone in set(self._texts) - kept:
-                del self._texts[gone]
-        return "{%s}" % ", ".join(parts)
+                parts.append(json.dumps(snapshot.values[name], sort_keys=True).encode("utf-8"))
+        parts.append(b"}" if parts else b"{}")
+        return b"".join(parts)
 
 
 

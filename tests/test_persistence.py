@@ -226,7 +226,7 @@ def test_the_state_file_encoder_writes_what_json_would_making_only_the_entries_t
         snapshot = snapshot.after(carried) if carried else snapshot
         carried = None
         if encoded_now or step == len(states) - 1:
-            assert encoder.encode(snapshot) == json.dumps(state, sort_keys=True)
+            assert encoder.encode(snapshot) == json.dumps(state, sort_keys=True).encode()
         else:
             carried = snapshot
 
