@@ -15,6 +15,8 @@ import time
 from supervisor_meshx.consul_connection import read_token_file
 from supervisor_meshx.consul_transport import ConsulTransport, TransportError
 
+MAX_KEPT_UPDATES = 8192  # check updates' bytes kept (a few statuses and outputs each, for thousands of checks)
+
 
 class ConsulUnavailable(Exception):
     """The agent could not be reached."""
@@ -42,6 +44,7 @@ class ConsulAgent:
         self._local = threading.local()
         self._clients = []
         self._lock = threading.Lock()
+        self._update_requests = {}  # (check id, status, output, token) -> the update's bytes (any thread)
 
     def _http(self):
         # a connection is not safe to share between threads
@@ -74,9 +77,14 @@ class ConsulAgent:
         """Answers to ``calls`` [(method, path, params, body, token_file)], sent pipelined
         (``linger``: see ``ConsulTransport.exchange``)."""
         http = self._http()
+        headers = self._headers_by_file()
         requests = [http.request(method, path, params, "" if body is None and method != "GET" else body,
-                                 self._headers(token_file))
+                                 headers(token_file))
                     for method, path, params, body, token_file in calls]
+        return self._send(http, requests, linger)
+
+    def _send(self, http, requests, linger):
+        """The answers to ``requests`` (bytes), counted in the metrics."""
         started = time.monotonic()
         try:
             answers = http.exchange(requests, linger)
@@ -88,6 +96,16 @@ class ConsulAgent:
         for answer in answers:
             self._on_call("ok" if answer.code in (200, 404, 429, 503) else "error", each)
         return answers
+
+    def _headers_by_file(self):
+        """``_headers`` for the calls of one exchange: each token file read once."""
+        read = {}
+
+        def headers(token_file):
+            if token_file not in read:
+                read[token_file] = self._headers(token_file)
+            return read[token_file]
+        return headers
 
     def _headers(self, token_file):
         if token_file:
@@ -178,9 +196,11 @@ class ConsulAgent:
         (check_id, status, output, token_file); one result each: None, a LookupError
         (the agent has no such check) or a ConsulError.  ConsulUnavailable for all.
         ``linger``: see ``ConsulTransport.exchange``."""
-        answers = self._exchange([("PUT", "/v1/agent/check/update/" + _segment(check_id), None,
-                                   {"Status": status, "Output": output}, token_file)
-                                  for check_id, status, output, token_file in updates], linger)
+        http = self._http()
+        headers = self._headers_by_file()
+        requests = [self._update_request(http, check_id, status, output, headers(token_file))
+                    for check_id, status, output, token_file in updates]
+        answers = self._send(http, requests, linger)
         results = []
         for (check_id, _status, _output, _token_file), answer in zip(updates, answers):
             try:
@@ -189,6 +209,18 @@ class ConsulAgent:
             except ConsulError as exc:
                 results.append(exc)
         return results
+
+    def _update_request(self, http, check_id, status, output, headers):
+        """A check update's bytes, made once: the same few go out every interval for every check."""
+        key = (check_id, status, output, headers.get("X-Consul-Token"))
+        request = self._update_requests.get(key)
+        if request is None:
+            if len(self._update_requests) >= MAX_KEPT_UPDATES:
+                self._update_requests.clear()
+            request = self._update_requests[key] = http.request(
+                "PUT", "/v1/agent/check/update/" + _segment(check_id), None, {"Status": status, "Output": output},
+                headers)
+        return request
 
 
 def _segment(value):

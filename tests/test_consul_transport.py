@@ -130,3 +130,29 @@ def test_supervisord_reaches_the_agent_and_hands_proxies_the_same_unix_socket(
     assert ("CONSUL_HTTP_ADDR=unix://" + path).encode() in environment
     server.rpc.meshx.stop("web-node1")
     assert double.service("web-node1") is None
+
+
+def test_check_updates_carry_the_token_file_as_it_is_now_read_once_per_exchange(double, tmp_path, monkeypatch):
+    """A check update's bytes are made once and kept: a rotated token still reaches the next update,
+    and a batch reads its token file once, not once per update."""
+    from supervisor_meshx import consul_connection
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    agent = ConsulAgent(ConsulConnection(double.http_addr, token_file=str(token_file)), timeout=5,
+                        log=lambda message: None)
+    for i in range(3):
+        agent.register({"ID": "web-%d" % i, "Name": "web", "Check": {"CheckID": "ttl:web-%d" % i, "TTL": "10s"}})
+    reads = []
+    original = consul_connection.read_token_file
+    monkeypatch.setattr(consul_connection, "read_token_file", lambda path: reads.append(path) or original(path))
+    updates = [("ttl:web-%d" % i, "passing", "ok", None) for i in range(3)]
+
+    def tokens_sent():
+        start = len(double.request_log)
+        assert agent.update_checks(updates) == [None, None, None]
+        return [r.headers.get("X-Consul-Token") for r in double.request_log[start:]]
+
+    assert tokens_sent() == ["first-token"] * 3 and len(reads) == 1
+    token_file.write_text("second-token\n")
+    assert tokens_sent() == ["second-token"] * 3 and len(reads) == 2
+    assert [c["Status"] for c in double.checks().values()] == ["passing"] * 3
