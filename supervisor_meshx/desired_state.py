@@ -4,7 +4,9 @@ A record is written to the state file before anything in the world changes
 for it; the reconciler then makes the world (Consul, the proxy group, the
 ports) match it.  ``present`` False means "being removed": the record stays
 until the service is gone everywhere, so that a crash in the middle of a stop
-still ends in a stop.  Records read back from the state file are untrusted
+still ends in a stop.  A new record is written while the agent is looked at
+(``pending_checks``): one restored before its checks passed is checked again
+before it is registered.  Records read back from the state file are untrusted
 input: ``ServiceRecord.from_json`` checks every field's shape.
 """
 from supervisor_meshx import registration as registrations
@@ -12,6 +14,10 @@ from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import SIDECAR_SUFFIX, checked_service_id
 from supervisor_meshx.state_file import Versioned
 from supervisor_meshx.ttl import STATUSES
+
+# What a new service is checked for before its first registration: no id known that differs from
+# its own only in case; no registration of its id by somebody else (unless force takes it over).
+CASE, OWNER = "case", "owner"
 
 
 class ServiceRecord(Versioned):
@@ -33,6 +39,7 @@ class ServiceRecord(Versioned):
         self.maintenance = None  # the reason while in maintenance, else None
         self.health = health  # how its proxy is probed: tcp (sidecar port) or envoy (/ready on the admin port)
         self.token_file = token_file  # the service's own ACL token's file (never the token), or None
+        self.pending_checks = ()  # of CASE and OWNER: what a start has not checked yet
         self.present = True
         self.registered = False  # the agent has had it since it was desired
         self.deregistered = False  # our own clean shutdown deregistered it
@@ -70,7 +77,7 @@ class ServiceRecord(Versioned):
             "admin_port": self.admin_port, "ttl": self.ttl,
             "cmd": self.cmd, "has_proxy": bool(self.cmd), "upstreams": list(self.upstreams.values()),
             "placeholder": self.placeholder, "maintenance": self.maintenance, "health": self.health,
-            "token_file": self.token_file,
+            "token_file": self.token_file, "pending_checks": list(self.pending_checks),
             "present": self.present, "registered": self.registered,
             "deregistered": self.deregistered, "reregistrations": self.reregistrations,
         }
@@ -105,6 +112,9 @@ class ServiceRecord(Versioned):
         maintenance = saved.get("maintenance")
         _expect(maintenance is None or isinstance(maintenance, str) and len(maintenance) <= 1024, "bad maintenance")
         record.maintenance = maintenance
+        pending = saved.get("pending_checks", [])
+        _expect(isinstance(pending, list) and set(pending) <= {CASE, OWNER}, "bad pending_checks")
+        record.pending_checks = tuple(sorted(set(pending)))
         record.present = _bool(saved, "present", True)
         record.registered = _bool(saved, "registered", True)
         record.deregistered = _bool(saved, "deregistered")

@@ -97,6 +97,14 @@ class PortAllocator:
         with self._lock:
             self._held.discard(port)
 
+    def give_back(self, port):
+        """Release a service port nobody was ever told of: if it was the last handed out, it is
+        the next one again."""
+        with self._lock:
+            self._held.discard(port)
+            if self._service_next == port + 1:
+                self._service_next = port
+
     def is_held(self, port):
         """True if *port* is currently handed out."""
         with self._lock:

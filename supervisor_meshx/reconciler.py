@@ -18,6 +18,7 @@ import time
 
 from supervisor_meshx import registration
 from supervisor_meshx.consul_agent import ConsulError, ConsulUnavailable
+from supervisor_meshx.desired_state import CASE, OWNER
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.names import SIDECAR_SUFFIX
 from supervisor_meshx.tasks import Task, Wait
@@ -26,6 +27,7 @@ RETRY_MAX = 30.0  # seconds between attempts at a failing background reconcile
 # An agent whose cluster has no leader yet refuses registrations with a 500 saying so.
 NOT_READY = "could not retrieve initial service_defaults config"
 LOCK_TIMEOUT = 120.0  # seconds a call waits for earlier work on the same id
+VETOES = ("BAD_NAME", "SERVICE_NOT_OWNED")  # a failed check of a new service: it is not to be started
 
 
 class KeyedLocks:
@@ -106,7 +108,8 @@ class Reconciler:
             else:
                 yield from self._remove(record)
         except MeshxFault:
-            self._retry_later(record.service_id)
+            if self.records.get(record.service_id) is record:
+                self._retry_later(record.service_id)
             raise
         self._failures.pop(record.service_id, None)
 
@@ -119,6 +122,16 @@ class Reconciler:
         return self.consul(read)
 
     def _converge_present(self, record, deadline, repair, observed, after):
+        if record.pending_checks:  # a start cut short before its checks were done
+            try:
+                observed = yield from self.vet(record)
+            except MeshxFault as exc:
+                if exc.name in VETOES:
+                    self._log("meshx: %s is not started: %s (its start was cut short before this check)"
+                              % (record.service_id, exc.detail))
+                    self.forget(record)
+                raise
+            self._changed()
         parent, sidecar = observed or (yield self.observe(record.service_id, record.token_file))
         stale = record.service_id in self._stale
         if stale or not registration.matches(record.expected(), parent, sidecar):
@@ -164,21 +177,36 @@ class Reconciler:
             record.listener = listen(record.address, record.port)
 
     def _remove(self, record):
-        """Ordered teardown: TTL updates and the proxy stop, then the registrations go."""
+        """Ordered teardown: TTL updates and the proxy stop, then the registrations go (those of
+        a service not checked yet only if they are this instance's)."""
         service_id = record.service_id
         self._ttl.remove(service_id)
         if record.cmd and self._proxies.has(service_id):
             yield from self._proxies.stop(service_id)
-        yield self.consul(self.agent.deregister, service_id, token_file=record.token_file)
-        if registration.sidecar_of(record.registration) is not None:  # if the parent was gone alone
-            yield self.consul(self.agent.deregister, record.sidecar_id, token_file=record.token_file)
+        ours = True
+        if record.pending_checks:
+            views = yield self.observe(service_id, record.token_file)
+            ours = any(view is not None and registration.carries(view, self.marker) for view in views)
+        if ours:
+            yield self.consul(self.agent.deregister, service_id, token_file=record.token_file)
+            if registration.sidecar_of(record.registration) is not None:  # if the parent was gone alone
+                yield self.consul(self.agent.deregister, record.sidecar_id, token_file=record.token_file)
         if record.listener is not None:
             record.listener.close()
             record.listener = None
         for allocator, port in self._ports.held_by(record):
             allocator.release(port)
-        if self.records.get(service_id) is record:
-            del self.records[service_id]
+        self._drop(record)
+
+    def forget(self, record):
+        """Drop a service the agent was never asked to register: its ports may be the next ones."""
+        for allocator, port in self._ports.held_by(record):
+            allocator.give_back(port)
+        self._drop(record)
+
+    def _drop(self, record):
+        if self.records.get(record.service_id) is record:
+            del self.records[record.service_id]
         self._save()
 
     def is_local_ok(self, record):
@@ -187,6 +215,23 @@ class Reconciler:
         return ((not record.ttl or self._ttl.get(service_id) is not None)
                 and (not record.cmd or self._proxies.has(service_id))
                 and (not record.placeholder or record.listener is not None))
+
+    def known_variant(self, service_id):
+        """An id of a service of this supervisord that differs from ``service_id`` only in case, or None."""
+        return _variant(service_id, self.records)
+
+    def vet(self, record):
+        """Steps: check ``record.pending_checks`` against the agent (a BAD_NAME or SERVICE_NOT_OWNED
+        fault if one fails), then clear them; the agent's (service, sidecar) as read."""
+        variant, existing, sidecar = yield from self.look_up(record.service_id, record.token_file)
+        if variant:
+            raise case_clash(record.service_id, variant)
+        if OWNER in record.pending_checks and existing is not None \
+                and not registration.carries(existing, self.marker):
+            raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
+                             "supervisord (force=true takes it over)" % record.service_id)
+        record.pending_checks = ()
+        return existing, sidecar
 
     def look_up(self, service_id, token_file=None):
         """Steps, for a service about to start: (an id known here or to the agent that differs
@@ -201,9 +246,7 @@ class Reconciler:
         if listing is None or listing.done():
             listing = self.consul(self._listing_for, service_id)
         services = yield listing
-        folded = service_id.lower()
-        variant = next((known for known in list(self.records) + list(services)
-                        if known.lower() == folded and known != service_id), None)
+        variant = _variant(service_id, list(self.records) + list(services))
         if observed is not None:
             return (variant,) + (yield observed)
         return variant, services.get(service_id), services.get(service_id + SIDECAR_SUFFIX)
@@ -301,6 +344,16 @@ class Reconciler:
                     and not (service_id.endswith(SIDECAR_SUFFIX)  # goes with its service
                              and service_id[:-len(SIDECAR_SUFFIX)] in services)]
         return differ, unwanted
+
+
+def case_clash(service_id, variant):
+    return MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
+                      "(Consul's proxies would take one for the other)" % (service_id, variant))
+
+
+def _variant(service_id, known_ids):
+    folded = service_id.lower()
+    return next((known for known in known_ids if known.lower() == folded and known != service_id), None)
 
 
 def listen(address, port):

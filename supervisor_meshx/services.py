@@ -18,11 +18,12 @@ from supervisor.xmlrpc import RPCError
 
 from supervisor_meshx import limits, registration, templates
 from supervisor_meshx.consul_connection import read_token_file
-from supervisor_meshx.desired_state import ServiceRecord, is_token_path
+from supervisor_meshx.desired_state import CASE, OWNER, ServiceRecord, is_token_path
 from supervisor_meshx.faults import MeshxFault
 from supervisor_meshx.health import KINDS as HEALTH_KINDS
 from supervisor_meshx.names import checked_service_id
 from supervisor_meshx.ports import PortsExhausted
+from supervisor_meshx.reconciler import case_clash
 from supervisor_meshx.state_file import Section
 from supervisor_meshx.tasks import Task, Wait
 from supervisor_meshx.ttl import STATUSES
@@ -113,20 +114,27 @@ class MeshServices:
             return (yield from self._already_started(record, timeout))
 
         token_file = self._token_file(params, template)
-        variant, existing, sidecar = yield from self._reconciler.look_up(service_id, token_file)
+        variant = self._reconciler.known_variant(service_id)
         if variant:
-            raise MeshxFault("BAD_NAME", "%s differs only in case from %s, which is already registered "
-                             "(Consul's proxies would take one for the other)" % (service_id, variant))
-        if existing is not None and not force and not registration.carries(existing, self._reconciler.marker):
-            raise MeshxFault("SERVICE_NOT_OWNED", "%s is registered in Consul but not by this "
-                             "supervisord (force=true takes it over)" % service_id)
+            raise case_clash(service_id, variant)
         record = self._new_record(params, template, placeholder)
         record.token_file = token_file
+        record.pending_checks = (CASE,) if force else (CASE, OWNER)
         self.records[service_id] = record
+        saved = self.save()  # written while the agent is looked at: a restored record is checked again
+        try:
+            observed = yield from self._reconciler.vet(record)
+        except Exception:
+            self._reconciler.forget(record)
+            try:
+                yield self.save()
+            except MeshxFault:
+                pass  # the state file says so, and writes it when it can
+            raise
         try:
             # recorded on disk first; the registration follows the write on a worker, no trip between
             yield from self._reconciler.converge(record, time.monotonic() + (timeout or NOT_READY_WAIT_MS) / 1000.0,
-                                                 observed=(existing, sidecar), after=self.save())
+                                                 observed=observed, after=saved)
             if timeout:
                 yield from self._wait_passing(service_id, timeout)
         except Exception as exc:
@@ -225,7 +233,7 @@ class MeshServices:
                 raise MeshxFault("BAD_TEMPLATE", "registration: %s" % exc)
         except Exception:
             for allocator, held_port in held:
-                allocator.release(held_port)
+                allocator.give_back(held_port)
             raise
         # a template may set its sidecar's port itself; a service without a sidecar needs neither port
         has_sidecar = registration.sidecar_of(definition) is not None
@@ -234,7 +242,7 @@ class MeshServices:
         for allocator, offered, used in ((self._ports.sidecar, params["sidecar_port"], sidecar_port),
                                          (self._ports.admin, params["admin_port"], admin_port)):
             if not used:
-                allocator.release(offered)
+                allocator.give_back(offered)
         return ServiceRecord(params["id"], params["name"], address, port, allocated, definition,
                              sidecar_port=sidecar_port, admin_port=admin_port, ttl=plan.ttl, cmd=plan.cmd,
                              placeholder=placeholder, health=plan.health)

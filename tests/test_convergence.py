@@ -172,6 +172,50 @@ def test_concurrent_clients_on_overlapping_ids(mesh, consul_double):
     assert_converged(server, consul_double, set())
 
 
+@pytest.mark.parametrize("meanwhile", ["nothing", "another registers its id", "a stop while the agent is down"])
+def test_sigkill_while_a_start_looks_at_the_agent_then_its_record_is_checked_again(mesh, consul_double, meanwhile):
+    """A start writes its record while it looks at the agent: one restored before its checks passed
+    is checked before it is registered, and never takes or removes what another registered."""
+    server = mesh(consul_double)
+    state = os.path.join(server.dir, "supervisord.meshx.json")
+    consul_double.latency = 2.0  # the look-up is still in flight when supervisord dies
+    thread, _ = call_in_thread(server.rpc.meshx.start, "web")
+    wait_for(lambda: "web-node1" in _saved_services(state), message="the record written")
+    server.terminate(signal.SIGKILL)
+    consul_double.latency = 0.0
+    thread.join(30)
+    assert _saved_services(state)["web-node1"]["pending_checks"] == ["case", "owner"]
+    assert "web-node1" not in agent_services(consul_double)
+    someone_elses = {"ID": "web-node1", "Name": "web", "Port": 80}
+    if meanwhile != "nothing":
+        requests.put(consul_double.url + "/v1/agent/service/register", json=someone_elses, timeout=5)
+    if meanwhile == "a stop while the agent is down":
+        consul_double.stop()
+
+    server.start()
+    if meanwhile == "nothing":
+        assert_converged(server, consul_double, {"web-node1"})
+        wait_for(lambda: _saved_services(state)["web-node1"]["pending_checks"] == [], message="checks saved")
+        return
+    if meanwhile == "a stop while the agent is down":
+        assert fault_of(server.rpc.meshx.stop, "web-node1").faultString.startswith("CONSUL_UNAVAILABLE: ")
+        consul_double.start()
+    else:
+        wait_for(lambda: "web-node1 is not started: web-node1 is registered in Consul but not by this "
+                 "supervisord" in server.log(), message="the check failed at restore")
+    wait_for(lambda: "web-node1" not in _saved_services(state), message="the record dropped from the file")
+    assert_converged(server, consul_double, set())
+    assert agent_services(consul_double)["web-node1"]["Port"] == 80  # untouched
+
+
+def _saved_services(path):
+    try:
+        with open(path) as f:
+            return json.load(f).get("services", {})
+    except (OSError, ValueError):
+        return {}
+
+
 def test_a_proxy_that_execs_is_found_after_a_sigkill(mesh, consul_double):
     server = mesh(consul_double)
     template = {"proxy": ["sh", "-c", "exec sleep 1000"]}

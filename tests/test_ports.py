@@ -97,6 +97,18 @@ def test_released_port_is_reused_only_after_wrapping_around():
     assert ports.allocate_service() == low  # wrapped around to the low end
 
 
+def test_a_port_given_back_is_the_next_only_if_it_was_the_last_handed_out():
+    low, high = free_range(5)
+    ports = PortAllocator(low=low, high=high)
+    first, second = ports.allocate_service(), ports.allocate_service()
+    ports.give_back(first)  # not the last: released, reused only after wrapping around
+    assert not ports.is_held(first)
+    assert ports.allocate_service() == low + 2
+    ports.give_back(low + 2)
+    assert ports.allocate_service() == low + 2
+    assert ports.held == frozenset({second, low + 2})
+
+
 def test_cursors_meeting_send_both_sides_back_to_their_ends():
     low, high = free_range(6)
     ports = PortAllocator(low=low, high=high)

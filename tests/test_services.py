@@ -160,7 +160,7 @@ def test_already_started_and_invalid_state(mesh, consul_agent):
     assert fault.faultCode == 1003 and fault.faultString.startswith("INVALID_STATE: ")
 
 
-def test_a_service_registered_by_someone_else_is_not_taken_without_force(mesh, consul_agent):
+def test_a_service_registered_by_someone_else_is_not_taken_without_force(mesh, consul_agent, port_range):
     rpc = mesh(consul_agent).rpc
     requests.put(consul_agent.url + "/v1/agent/service/register",
                  data=json.dumps({"ID": "web-node1", "Name": "web", "Port": 80}), timeout=5).raise_for_status()
@@ -171,6 +171,7 @@ def test_a_service_registered_by_someone_else_is_not_taken_without_force(mesh, c
 
     taken = rpc.meshx.start("web", {}, True)
     assert taken["service_id"] == "web-node1"
+    assert taken["port"] == port_range[0]  # the refused start's port was given back
     assert agent_services(consul_agent)["web-node1"]["Port"] == 0  # our registration now
     assert rpc.meshx.list() == ["web-node1"]
 
