@@ -14,6 +14,8 @@ from supervisor.options import NotExecutable, ProcessConfig, ProcessGroupConfig,
 from supervisor.process import ProcessGroup, Subprocess
 from supervisor.states import ProcessStates, SupervisorStates
 
+from supervisor_meshx import spawn_without_fork
+
 # Large enough that supervisord's own BACKOFF -> FATAL rule never fires first,
 # small enough for XML-RPC's 32-bit ints in getAllConfigInfo.
 NEVER = 2 ** 31 - 1
@@ -149,7 +151,20 @@ class ProxyProcess(Subprocess):
         filename, argv = Subprocess.get_execv_args(self)
         if not self.config.executables.allows([filename] + list(argv[1:])):
             raise NotExecutable("%s is not allowed by proxy_executables any more" % filename)
+        self._checked = filename, argv
         return filename, argv
+
+    def spawn(self):
+        """supervisord's spawn, its fork replaced by ``spawn_without_fork`` (for this call only:
+        supervisord's ``options`` are shared), which execs what ``get_execv_args`` checked."""
+        options = self.config.options
+        if not spawn_without_fork.can_start(self.config) or "fork" in vars(options):
+            return Subprocess.spawn(self)
+        options.fork = lambda: spawn_without_fork.start_child(self, *self._checked)
+        try:
+            return Subprocess.spawn(self)
+        finally:
+            del options.fork
 
     def transition(self):
         # supervisord calls this for every process on every pass of its loop: a RUNNING proxy

@@ -1,4 +1,5 @@
 """meshx proxy groups, against a real supervisord with the plugin loaded."""
+import json
 import os
 import signal
 import sys
@@ -103,6 +104,43 @@ def test_stop_proxy_kills_a_proxy_that_ignores_the_stop_signal(make_supervisord,
     assert rpc.meshx.stopProxy("stubborn") is True
     assert time.monotonic() - started < 5
     assert "with SIGKILL" in server.log()
+
+
+PROBE = r"""
+import json, os, stat, time
+umask = os.umask(0)
+print(json.dumps({
+    "fds": sorted(os.listdir("/proc/self/fd")), "own_group": os.getpgid(0) == os.getpid(), "session": os.getsid(0),
+    "pipes": [stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (0, 1, 2)], "stderr_apart": os.fstat(1) != os.fstat(2),
+    "signals": os.environ["PROBE_SIGNALS"], "umask": umask, "cwd": os.getcwd(),
+    "env": {key: value for key, value in os.environ.items() if key.startswith("SUPERVISOR_")},
+}), flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_proxy_is_set_up_as_supervisord_sets_up_its_own_programs(make_supervisord, tmp_path):
+    """Process group, pipes, descriptors, signals, umask, directory and SUPERVISOR_* variables:
+    the same for a proxy (started without a fork of supervisord) as for a [program:x]."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    probe = tmp_path / "probe.sh"  # the signals a program starts with: Python changes its own
+    probe.write_text("export PROBE_SIGNALS=\"$(grep -E '^Sig(Blk|Ign)' /proc/$$/status | tr '\\n' ' ')\"\n"
+                     "exec %s %s\n" % (sys.executable, tmp_path / "probe.py"))
+    server = make_supervisord(extra_config="[program:plain]\ncommand = sh %s\nstartsecs = 0\n" % probe)
+    server.rpc.meshx.startProxy("web-node1", ["sh", str(probe)])
+
+    def facts(name):
+        def printed():
+            out = server.rpc.supervisor.readProcessStdoutLog(name, 0, 100000)
+            return json.loads(out) if out.endswith("\n") else None
+        return wait_for(printed, message="%s to say how it was set up" % name)
+    plain, proxy = facts("plain"), facts("meshx-web-node1:meshx-web-node1")
+    assert plain["env"].pop("SUPERVISOR_PROCESS_NAME") == plain["env"].pop("SUPERVISOR_GROUP_NAME") == "plain"
+    assert proxy["env"].pop("SUPERVISOR_PROCESS_NAME") == proxy["env"].pop("SUPERVISOR_GROUP_NAME") \
+        == "meshx-web-node1"
+    assert proxy == plain
+    assert plain["own_group"] and all(plain["pipes"]) and plain["stderr_apart"]
+    assert plain["env"]["SUPERVISOR_ENABLED"] == "1" and plain["env"]["SUPERVISOR_SERVER_URL"]
 
 
 def test_faults(supervisord):
