@@ -10,8 +10,10 @@ import threading
 
 import consul
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from supervisor_meshx.consul_agent import ConsulAgent, ConsulUnavailable
+from supervisor_meshx.consul_agent import ConsulAgent, ConsulUnavailable, loads_by_member
 from supervisor_meshx.consul_connection import ConsulConnection
 from supervisor_meshx.consul_transport import ConsulTransport
 from supervisor_meshx.testing.consul_double import ConsulDouble
@@ -156,3 +158,29 @@ def test_check_updates_carry_the_token_file_as_it_is_now_read_once_per_exchange(
     token_file.write_text("second-token\n")
     assert tokens_sent() == ["second-token"] * 3 and len(reads) == 2
     assert [c["Status"] for c in double.checks().values()] == ["passing"] * 3
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                           max_leaves=20)
+
+
+def _as_json_would(decode, text):
+    try:
+        return decode(text)
+    except ValueError:
+        return "refused"
+
+
+@settings(max_examples=300, deadline=None)
+@given(members=st.dictionaries(st.text(), JSON_VALUES, max_size=6) | JSON_VALUES,
+       indent=st.sampled_from([None, 0, 2]), damage=st.tuples(st.integers(0, 10 ** 6), st.sampled_from(
+           ["", ",", ":", "{", "}", "]", '"', " ", "x", "1"])))
+def test_the_agents_listing_is_decoded_member_by_member_as_json_would(members, indent, damage):
+    """The listing of every service is decoded one service at a time (one ``json.loads`` holds the
+    interpreter, and supervisord's loop, ~30 ms at 1,000 services): the same values, the same refusals."""
+    text = json.dumps(members, indent=indent)
+    assert loads_by_member(text) == json.loads(text)
+    at, char = damage[0] % (len(text) + 1), damage[1]
+    for damaged in (text[:at] + char + text[at:], text[:at] + char + text[at + 1:]):
+        assert _as_json_would(loads_by_member, damaged) == _as_json_would(json.loads, damaged), damaged
