@@ -251,9 +251,9 @@ def loads_by_member(text):
         members[key], position = _DECODER.raw_decode(text, _SPACE.match(text, position + 1).end())
         position = _SPACE.match(text, position).end()
         done = text.startswith("}", position)
-        if not done and not text.startswith(",", position):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
         if not done:
+            if not text.startswith(",", position):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
             position = _SPACE.match(text, position + 1).end()
     if _SPACE.match(text, position + 1).end() != len(text):  # past the closing brace
         raise json.JSONDecodeError("Extra data", text, position + 1)
