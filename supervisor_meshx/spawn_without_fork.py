@@ -37,9 +37,7 @@ def start_child(process, filename, argv):
         child = subprocess.Popen(argv, executable=filename, stdin=pipes["child_stdin"], stdout=pipes["child_stdout"],
                                  stderr=stderr, env=environment(process), close_fds=True, process_group=0,
                                  restore_signals=False)  # as a forked child: what supervisord ignores stays so
-    except OSError:
-        raise
-    except Exception as exc:  # ValueError, SubprocessError: supervisord's loop must not see them
+    except (ValueError, subprocess.SubprocessError) as exc:  # supervisord's spawn handles an OSError only
         raise OSError(errno.EINVAL, str(exc))
     child._child_created = False  # supervisord reaps it: the Popen object must never wait for it
     return child.pid
